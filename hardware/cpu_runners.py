@@ -1,0 +1,75 @@
+"""CPU runners: PyTorch eager and ONNX Runtime (CPU execution provider)."""
+from __future__ import annotations
+
+import time
+
+from hardware.base import Fingerprint, Runner, cpu_model
+
+
+class TorchCPURunner(Runner):
+    """PyTorch eager on the CPU under ``torch.inference_mode``."""
+
+    name = "torch_cpu"
+
+    def fingerprint(self) -> Fingerprint:
+        import torch
+
+        return Fingerprint(self.name, cpu_model(), f"torch {torch.__version__}", self.threads,
+                           self.batch_size, self.dtype)
+
+    def prepare(self, model, example):
+        import torch
+
+        dtype = getattr(torch, self.dtype)
+        return model.eval().to(dtype), example.to(dtype)
+
+    def time(self, handle, iterations: int) -> float:
+        import torch
+
+        model, example = handle
+        # thread count is process-global in torch; set it for every sample
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                start = time.perf_counter()
+                for _ in range(iterations):
+                    model(example)
+                elapsed = time.perf_counter() - start
+        finally:
+            torch.set_num_threads(previous)
+        return elapsed * 1e3 / iterations
+
+
+class OnnxRuntimeCPURunner(Runner):
+    """Exports with ``torch.onnx`` and times an ONNX Runtime CPU session."""
+
+    name = "onnxruntime"
+    max_prepared = 16
+
+    def __init__(self, threads: int = 1, batch_size: int = 1, dtype: str = "float32",
+                 opset: int = 17):
+        if dtype != "float32":
+            raise ValueError("runner 'onnxruntime' (CPU) measures float32 only")
+        super().__init__(threads, batch_size, dtype)
+        self.opset = int(opset)
+
+    def fingerprint(self) -> Fingerprint:
+        import onnxruntime
+
+        return Fingerprint(self.name, cpu_model(), f"onnxruntime {onnxruntime.__version__}",
+                           self.threads, self.batch_size, self.dtype, (("opset", self.opset),))
+
+    def prepare(self, model, example):
+        from hardware.onnx_io import export_onnx, ort_session
+
+        session = ort_session(export_onnx(model, example, opset=self.opset), threads=self.threads)
+        feed = {session.get_inputs()[0].name: example.numpy()}
+        return session, feed
+
+    def time(self, handle, iterations: int) -> float:
+        session, feed = handle
+        start = time.perf_counter()
+        for _ in range(iterations):
+            session.run(None, feed)
+        return (time.perf_counter() - start) * 1e3 / iterations

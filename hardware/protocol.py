@@ -1,0 +1,102 @@
+"""Latency measurement protocol that survives a noisy shared machine.
+
+Timing every repeat of one architecture back to back lets slow drifts (other
+processes, frequency scaling, thermal state) land on whole architectures and
+scramble their ranking.  Instead, after preparing and warming a set of
+candidates, the protocol runs several *rounds*; each round times every
+candidate once, in a freshly shuffled (seeded) order.  A candidate's latency
+is the median of its round medians, and the spread of those round medians is
+recorded, so drift is spread evenly over the set and shows up as spread
+rather than as bias.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Protocol:
+    rounds: int = 5
+    #: timing samples per candidate per round (their median is the round's value)
+    repeats: int = 3
+    #: a timing sample runs enough back-to-back forwards to last about this long
+    target_ms: float = 20.0
+    warmup: int = 3
+    max_iterations: int = 200
+
+    def __post_init__(self):
+        for name in ("rounds", "repeats", "warmup", "max_iterations"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"protocol option {name!r} must be >= 1")
+        if self.target_ms <= 0:
+            raise ValueError("protocol option 'target_ms' must be > 0")
+
+
+@dataclass
+class Measurement:
+    latency_ms: float
+    #: relative interquartile range of the round medians
+    spread: float
+    round_medians: list[float] = field(default_factory=list)
+
+    def to_metrics(self) -> dict[str, float]:
+        return {"latency_ms": self.latency_ms, "latency_spread": self.spread}
+
+
+@dataclass
+class Candidate:
+    """What the protocol needs to measure one network."""
+
+    key: str
+    build: Callable[[], Any]  # -> (model, example input)
+
+
+def measure(runner, candidates: Sequence[Candidate], protocol: Protocol = Protocol(),
+            rng: np.random.Generator | None = None, progress: Callable[[int], None] | None = None
+            ) -> dict[str, Measurement]:
+    """Measure ``candidates`` with interleaved rounds, ``runner.max_prepared`` at a time."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    delegate = getattr(runner, "measure_candidates", None)
+    if delegate is not None:
+        # runners that time elsewhere (hardware.remote) run this same protocol on the device
+        return delegate(candidates, protocol, rng, progress)
+    results: dict[str, Measurement] = {}
+    chunk = max(1, int(runner.max_prepared))
+    for start in range(0, len(candidates), chunk):
+        group = candidates[start:start + chunk]
+        handles = []
+        try:
+            for cand in group:
+                model, example = cand.build()
+                handles.append(runner.prepare(model, example))
+                del model
+            results.update(_interleaved(runner, [c.key for c in group], handles, protocol, rng))
+        finally:
+            for h in handles:
+                runner.release(h)
+        if progress is not None:
+            progress(len(group))
+    return results
+
+
+def _interleaved(runner, keys: list[str], handles: list, protocol: Protocol,
+                 rng: np.random.Generator) -> dict[str, Measurement]:
+    iterations = []
+    for h in handles:
+        per_forward = min(runner.time(h, 1) for _ in range(protocol.warmup))
+        iterations.append(int(np.clip(round(protocol.target_ms / max(per_forward, 1e-3)),
+                                      1, protocol.max_iterations)))
+    per_round: list[list[float]] = [[] for _ in handles]
+    for _ in range(protocol.rounds):
+        for i in rng.permutation(len(handles)):
+            samples = [runner.time(handles[i], iterations[i]) for _ in range(protocol.repeats)]
+            per_round[i].append(float(np.median(samples)))
+    out = {}
+    for key, medians in zip(keys, per_round):
+        med = float(np.median(medians))
+        q75, q25 = np.percentile(medians, [75, 25])
+        out[key] = Measurement(med, float((q75 - q25) / med) if med > 0 else 0.0, medians)
+    return out

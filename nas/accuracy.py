@@ -1,0 +1,170 @@
+"""The ``train`` accuracy source: short stand-alone training of each candidate.
+
+``accuracy: {train: digits, epochs: 2, batch_size: 64, lr: 0.005}``
+
+The spec is a dataset name from :mod:`nas.data` (``digits`` is embedded; others
+need ``root``).  Each candidate is trained from a seed derived from the run
+seed and its canonical string, so the same arch gets the same weights in any
+order, on resume, and again at export time.  Results are cached in the
+measurement store one by one, so a killed search keeps every finished estimate.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping, Sequence
+
+from nas.sources import ACCURACY_SOURCES, MAXIMIZE, AccuracySource, RunContext, make_progress, reject_unknown
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    dataset: str = "digits"
+    root: str | None = None
+    epochs: int = 2
+    batch_size: int = 64
+    lr: float = 0.005
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.0
+    augment: bool = False
+    workers: int = 0
+    #: torch intra-op threads while training (None leaves torch's default)
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.workers < 0:
+            raise ValueError("epochs and batch_size must be >= 1, lr > 0, workers >= 0")
+
+
+def arch_seed(seed: int, arch_text: str) -> int:
+    return int(hashlib.sha1(f"{seed}:{arch_text}".encode()).hexdigest()[:8], 16)
+
+
+def seeded_build(space, arch, seed: int):
+    """``space.build(arch)`` with initial weights that depend only on ``seed``.
+
+    Module initialisers draw from torch's global generator; forking it keeps
+    the caller's RNG state untouched.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return space.build(arch)
+
+
+def train_candidate(model, splits, settings: TrainSettings, seed: int):
+    """Train ``model`` in place on ``splits.train``; return top-1 accuracy (%) on ``splits.val``.
+
+    Shuffling draws from a generator seeded by ``seed`` only; build the model
+    with :func:`seeded_build` so its initialisation does too.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    previous_threads = torch.get_num_threads()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        generator = torch.Generator().manual_seed(seed)
+        loader = DataLoader(splits.train, batch_size=settings.batch_size, shuffle=True,
+                            generator=generator, num_workers=settings.workers, drop_last=True)
+        steps = max(1, settings.epochs * len(loader))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=steps,
+                                                       pct_start=0.15)
+        criterion = torch.nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+        model.train()
+        for _ in range(settings.epochs):
+            for images, labels in loader:
+                optimizer.zero_grad(set_to_none=True)
+                criterion(model(images), labels).backward()
+                optimizer.step()
+                schedule.step()
+        return evaluate_accuracy(model, splits.val, settings.batch_size * 4, settings.workers)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def evaluate_accuracy(model, dataset, batch_size: int = 256, workers: int = 0, device=None) -> float:
+    """Top-1 accuracy (%); ``device`` (e.g. ``"cuda"``) is where the model already lives."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    model.eval()
+    correct = total = 0
+    with torch.inference_mode():
+        for images, labels in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+            if device is not None:
+                images, labels = images.to(device), labels.to(device)
+            correct += (model(images).argmax(1) == labels).sum().item()
+            total += labels.numel()
+    return 100.0 * correct / max(total, 1)
+
+
+class TrainAccuracy(AccuracySource):
+    kind = "train"
+    metrics = {"accuracy": MAXIMIZE}
+
+    def __init__(self, settings: TrainSettings, ctx: RunContext):
+        from nas.latency import source_key
+
+        self.settings = settings
+        self.ctx = ctx
+        self.key = source_key(self.fingerprint())
+        ctx.store.register_source(self.key, self.fingerprint())
+
+    @classmethod
+    def from_recipe(cls, spec: Any, options: Mapping[str, Any], ctx: RunContext) -> "TrainAccuracy":
+        allowed = [f.name for f in fields(TrainSettings) if f.name != "dataset"]
+        reject_unknown(options, allowed, "options")
+        options = dict(options)
+        if options.get("root") is not None:
+            root = ctx.resolve_path(options["root"])
+            if not root.exists():
+                raise FileNotFoundError(f"accuracy.train: dataset path {str(root)!r} does not exist")
+            options["root"] = str(root)
+        try:
+            settings = TrainSettings(dataset=str(spec), **options)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        return cls(settings, ctx)
+
+    def fingerprint(self) -> dict[str, Any]:
+        settings = asdict(self.settings)
+        settings.pop("workers")  # loader workers do not change results
+        settings.pop("threads")
+        return {"kind": self.kind, "seed": self.ctx.seed, **settings}
+
+    def _splits(self, arch):
+        from nas.data import load_dataset
+
+        resolution = self.ctx.space.input_shape(arch)[-1]
+        return load_dataset(self.settings.dataset, resolution, self.settings.root, self.settings.augment)
+
+    def trained_model(self, arch):
+        """The candidate trained exactly as during the search (used by export)."""
+        seed = arch_seed(self.ctx.seed, str(arch))
+        model = seeded_build(self.ctx.space, arch, seed)
+        train_candidate(model, self._splits(arch), self.settings, seed)
+        return model.eval()
+
+    def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
+        from nas.latency import space_key
+
+        skey = space_key(self.ctx.space)
+        texts = [str(a) for a in archs]
+        results = self.ctx.store.get_many(self.key, skey, texts)
+        todo = {t: a for t, a in zip(texts, archs) if t not in results}
+        with make_progress(len(todo), "training", self.ctx.progress) as bar:
+            for text, arch in todo.items():
+                seed = arch_seed(self.ctx.seed, text)
+                model = seeded_build(self.ctx.space, arch, seed)
+                accuracy = train_candidate(model, self._splits(arch), self.settings, seed)
+                results[text] = {"accuracy": accuracy}
+                self.ctx.store.put_many(self.key, skey, {text: results[text]})
+                bar.update(1)
+        return [results[t] for t in texts]
+
+
+ACCURACY_SOURCES.register("train", TrainAccuracy)

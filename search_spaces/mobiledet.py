@@ -1,0 +1,200 @@
+"""MobileDets-style space: regular convolutions beside inverted bottlenecks.
+
+Per layer one of (Xiong et al., "MobileDets", CVPR 2021):
+
+* ``ir_k<k>_e<e>``  inverted bottleneck (1x1 expand, kxk depthwise, 1x1 project)
+* ``fu_k<k>_e<e>``  fused IBN: a regular kxk conv does the expansion
+* ``tu_k<k>_i<a>_o<b>``  Tucker / compression conv: 1x1 compress to ``a*in``
+  channels, kxk regular conv to ``b*out`` channels, 1x1 to ``out``
+* ``skip``  identity, only where shapes allow (not the first layer of a stage)
+
+Canonical string: ``r224:<stage>:<stage>...`` with layers ``-``-separated.
+Blocks are timm's ``InvertedResidual`` / ``EdgeResidual``; the Tucker block is
+composed from timm's ``ConvNormAct``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from search_spaces.base import SearchSpace, parse_choice, split_tokens
+
+LAYER_TYPES = ("ir", "fu", "tu", "skip")
+
+
+@dataclass(frozen=True)
+class DetLayer:
+    kind: str  # one of LAYER_TYPES
+    kernel: int = 0
+    expand: int = 0
+    in_ratio: float = 0.0
+    out_ratio: float = 0.0
+
+    def __str__(self) -> str:
+        if self.kind == "skip":
+            return "skip"
+        if self.kind == "tu":
+            return f"tu_k{self.kernel}_i{self.in_ratio:g}_o{self.out_ratio:g}"
+        return f"{self.kind}_k{self.kernel}_e{self.expand}"
+
+
+@dataclass(frozen=True)
+class MobileDetArch:
+    resolution: int
+    stages: tuple[tuple[DetLayer, ...], ...]
+
+    def __str__(self) -> str:
+        return ":".join([f"r{self.resolution}"] + ["-".join(map(str, s)) for s in self.stages])
+
+
+# (channels, stride) of the searchable stages, MobileDet-CPU/DSP-like backbone
+MOBILEDET_STAGES = ((24, 2), (40, 2), (80, 2), (96, 1), (192, 2))
+
+
+class MobileDetSpace(SearchSpace):
+    name = "mobiledet"
+
+    def __init__(self, resolutions=(224,), kernels=(3, 5), expansions=(4, 8),
+                 tucker_ratios=(0.25, 0.75), layers_per_stage: int = 4, num_classes: int = 1000):
+        self.resolutions = tuple(int(r) for r in resolutions)
+        self.kernels = tuple(int(k) for k in kernels)
+        self.expansions = tuple(int(e) for e in expansions)
+        self.tucker_ratios = tuple(float(r) for r in tucker_ratios)
+        self.layers_per_stage = int(layers_per_stage)
+        self.num_classes = int(num_classes)
+        if self.layers_per_stage < 1:
+            raise ValueError("mobiledet option 'layers_per_stage' must be >= 1")
+        self.stages = MOBILEDET_STAGES
+
+    def options(self) -> dict[str, Any]:
+        return {"resolutions": list(self.resolutions), "kernels": list(self.kernels),
+                "expansions": list(self.expansions), "tucker_ratios": list(self.tucker_ratios),
+                "layers_per_stage": self.layers_per_stage, "num_classes": self.num_classes}
+
+    def network_options(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes}
+
+    # decisions ---------------------------------------------------------------------
+    def decisions(self) -> dict[str, tuple]:
+        d: dict[str, tuple] = {"resolution": self.resolutions}
+        for s in range(len(self.stages)):
+            for i in range(self.layers_per_stage):
+                p = f"s{s}_l{i}"
+                # the first layer of a stage changes shape, so it cannot be skipped
+                d[f"{p}_type"] = LAYER_TYPES[:-1] if i == 0 else LAYER_TYPES
+                d[f"{p}_kernel"] = self.kernels
+                d[f"{p}_expand"] = self.expansions
+                d[f"{p}_in_ratio"] = self.tucker_ratios
+                d[f"{p}_out_ratio"] = self.tucker_ratios
+        return d
+
+    def decode(self, decisions: Mapping[str, Any]) -> MobileDetArch:
+        stages = []
+        for s in range(len(self.stages)):
+            layers = []
+            for i in range(self.layers_per_stage):
+                p = f"s{s}_l{i}"
+                kind = decisions[f"{p}_type"]
+                if kind == "skip" and i == 0:
+                    raise ValueError(f"stage {s}: the first layer cannot be 'skip'")
+                layers.append(self._layer(kind, decisions[f"{p}_kernel"], decisions[f"{p}_expand"],
+                                          decisions[f"{p}_in_ratio"], decisions[f"{p}_out_ratio"]))
+            stages.append(tuple(layers))
+        return MobileDetArch(decisions["resolution"], tuple(stages))
+
+    @staticmethod
+    def _layer(kind, kernel, expand, in_ratio, out_ratio) -> DetLayer:
+        # canonical form: fields a layer type does not use are zero
+        if kind == "skip":
+            return DetLayer("skip")
+        if kind == "tu":
+            return DetLayer("tu", kernel=kernel, in_ratio=float(in_ratio), out_ratio=float(out_ratio))
+        return DetLayer(kind, kernel=kernel, expand=expand)
+
+    def encode(self, arch: MobileDetArch) -> dict[str, Any]:
+        if len(arch.stages) != len(self.stages):
+            raise ValueError(f"expected {len(self.stages)} stages, got {len(arch.stages)}")
+        d: dict[str, Any] = {"resolution": arch.resolution}
+        for s, stage in enumerate(arch.stages):
+            if len(stage) != self.layers_per_stage:
+                raise ValueError(f"stage {s}: expected {self.layers_per_stage} layers")
+            for i, layer in enumerate(stage):
+                p = f"s{s}_l{i}"
+                d[f"{p}_type"] = layer.kind
+                d[f"{p}_kernel"] = layer.kernel or self.kernels[0]
+                d[f"{p}_expand"] = layer.expand or self.expansions[0]
+                d[f"{p}_in_ratio"] = layer.in_ratio or self.tucker_ratios[0]
+                d[f"{p}_out_ratio"] = layer.out_ratio or self.tucker_ratios[0]
+        return d
+
+    # strings -------------------------------------------------------------------------
+    def parse(self, text: str) -> MobileDetArch:
+        if not isinstance(text, str):
+            raise ValueError(f"mobiledet arch must be a string, got {type(text).__name__}")
+        groups = split_tokens(text.strip(), ":", "stage")
+        if len(groups) != len(self.stages) + 1:
+            raise ValueError(f"mobiledet arch {text!r}: expected r<resolution> and "
+                             f"{len(self.stages)} stages separated by ':', got {len(groups)} groups")
+        resolution = parse_choice(groups[0], "r", self.resolutions, int, " in header")
+        stages = []
+        for s, group in enumerate(groups[1:]):
+            tokens = split_tokens(group, "-", f"layer in stage {s}")
+            if len(tokens) != self.layers_per_stage:
+                raise ValueError(f"stage {s} {group!r}: expected {self.layers_per_stage} layers, "
+                                 f"got {len(tokens)}")
+            layers = tuple(self._parse_layer(tok, f" in layer {tok!r} of stage {s}") for tok in tokens)
+            if layers[0].kind == "skip":
+                raise ValueError(f"bad token 'skip' in stage {s}: the first layer changes shape")
+            stages.append(layers)
+        return MobileDetArch(resolution, tuple(stages))
+
+    def _parse_layer(self, token: str, where: str) -> DetLayer:
+        if token == "skip":
+            return DetLayer("skip")
+        parts = token.split("_")
+        kind = parts[0]
+        if kind in ("ir", "fu") and len(parts) == 3:
+            return DetLayer(kind, kernel=parse_choice(parts[1], "k", self.kernels, int, where),
+                            expand=parse_choice(parts[2], "e", self.expansions, int, where))
+        if kind == "tu" and len(parts) == 4:
+            return DetLayer("tu", kernel=parse_choice(parts[1], "k", self.kernels, int, where),
+                            in_ratio=parse_choice(parts[2], "i", self.tucker_ratios, float, where),
+                            out_ratio=parse_choice(parts[3], "o", self.tucker_ratios, float, where))
+        raise ValueError(f"bad layer token {token!r}{where}: expected ir_k<k>_e<e>, fu_k<k>_e<e>, "
+                         f"tu_k<k>_i<ratio>_o<ratio> or skip")
+
+    # building ------------------------------------------------------------------------
+    def build(self, arch: MobileDetArch):
+        if not self.contains(arch):
+            raise ValueError(f"architecture {arch} is not in {self!r}")
+        from search_spaces.blocks import ChainNet, make_block
+
+        blocks = [make_block("ds", 32, 16, kernel=3, stride=1, expand=1)]
+        in_ch = 16
+        for (channels, stride), stage in zip(self.stages, arch.stages):
+            for i, layer in enumerate(stage):
+                if layer.kind == "skip":
+                    continue
+                blocks.append(make_block(layer.kind, in_ch, channels, kernel=layer.kernel,
+                                         stride=stride if i == 0 else 1, expand=layer.expand,
+                                         in_ratio=layer.in_ratio, out_ratio=layer.out_ratio))
+                in_ch = channels
+        return ChainNet(blocks, stem_channels=32, out_channels=in_ch, head_channels=1280,
+                        num_classes=self.num_classes).eval()
+
+    def input_shape(self, arch: MobileDetArch, batch_size: int = 1) -> tuple[int, ...]:
+        return (batch_size, 3, arch.resolution, arch.resolution)
+
+    def layer_keys(self, arch: MobileDetArch) -> list[str]:
+        keys = []
+        size = -(-arch.resolution // 2)
+        in_ch = 16
+        for (channels, stride), stage in zip(self.stages, arch.stages):
+            for i, layer in enumerate(stage):
+                if layer.kind == "skip":
+                    continue
+                s = stride if i == 0 else 1
+                keys.append(f"{layer}_s{s}_i{in_ch}_o{channels}_r{size}")
+                size = -(-size // s)
+                in_ch = channels
+        return keys

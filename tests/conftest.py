@@ -1,0 +1,43 @@
+"""Shared fixtures. Every test gets its own HWNAS_HOME so stores never leak between tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HWNAS_HOME", str(tmp_path / "hwnas_home"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"public latency tables not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def tiny_recipe(tmp_path: Path, **changes) -> dict:
+    """A search recipe small enough for a unit test (seconds on 2 cores)."""
+    recipe = {
+        "name": "tiny",
+        "seed": 0,
+        "space": {"name": "mbv3", "resolutions": [32], "widths": [0.5], "depths": [2],
+                  "kernels": [3, 5], "expansions": [3, 4], "num_classes": 10},
+        "latency": {"runner": "onnxruntime", "threads": 1, "rounds": 3, "repeats": 1, "target_ms": 2},
+        "accuracy": {"train": "digits", "epochs": 1, "batch_size": 128, "threads": 1},
+        "search": {"controller": "random", "trials": 4, "batch_size": 2},
+        "output": str(tmp_path / "run"),
+        "store": str(tmp_path / "store.db"),
+    }
+    for key, value in changes.items():
+        section, _, sub = key.partition("__")
+        if sub:
+            recipe[section][sub] = value
+        else:
+            recipe[section] = value
+    return recipe
