@@ -29,6 +29,23 @@ CONSTRAINTS_ATTR = "constraints"
 ARCH_ATTR = "arch"
 
 
+#: Optuna >= 5 reads per-trial constraints set with ``Trial.set_constraint``;
+#: older releases need ``constraints_func`` passed to the sampler instead
+NATIVE_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
+
+
+def _constraint_kwargs() -> dict[str, Any]:
+    return {} if NATIVE_CONSTRAINTS else {"constraints_func": constraints_func}
+
+
+def record_constraints(trial: optuna.Trial, violations: Mapping[str, float]) -> None:
+    """Store constraint values (feasible when <= 0) where every sampler can read them."""
+    trial.set_user_attr(CONSTRAINTS_ATTR, list(violations.values()) or [0.0])
+    if NATIVE_CONSTRAINTS:
+        for name, value in violations.items():
+            trial.set_constraint(name, float(value))
+
+
 def constraints_func(trial: FrozenTrial) -> list[float]:
     return list(trial.user_attrs.get(CONSTRAINTS_ATTR, [0.0]))
 
@@ -104,13 +121,13 @@ def _evolution(space, options: Mapping[str, Any], seed: int, primary):
 
 def _tpe(space, options: Mapping[str, Any], seed: int, primary):
     reject_unknown(options, ["n_startup_trials", "multivariate", "group"], "search.options")
-    return optuna.samplers.TPESampler(seed=seed, constraints_func=constraints_func,
+    return optuna.samplers.TPESampler(seed=seed, **_constraint_kwargs(),
                                       **{"multivariate": True, **options})
 
 
 def _nsga2(space, options: Mapping[str, Any], seed: int, primary):
     reject_unknown(options, ["population_size", "mutation_prob", "crossover_prob"], "search.options")
-    return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints_func, **options)
+    return optuna.samplers.NSGAIISampler(seed=seed, **_constraint_kwargs(), **options)
 
 
 CONTROLLERS.register("random", _random)

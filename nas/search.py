@@ -29,7 +29,8 @@ from typing import Any, Sequence
 import optuna
 from optuna.trial import TrialState
 
-from nas.controllers import ARCH_ATTR, CONSTRAINTS_ATTR, is_feasible, make_controller, suggest_arch
+from nas.controllers import (ARCH_ATTR, CONSTRAINTS_ATTR, is_feasible, make_controller, record_constraints,
+                             suggest_arch)
 from nas.recipe import Recipe, RecipeError, load_recipe, write_resolved
 from nas.sources import (ACCURACY_SOURCES, LATENCY_SOURCES, MAXIMIZE, RunContext, make_progress,
                          make_source)
@@ -167,23 +168,22 @@ class Search:
         archs = [arch for _, arch in batch]
         latencies = self.latency.evaluate(archs)
         constraints = self.recipe.search.constraints
-        violations = []
-        for metrics in latencies:
-            violations.append([metrics[m] - bound for m, bound in constraints.items() if m in metrics])
-        feasible = [i for i, v in enumerate(violations) if all(x <= 0 for x in v)]
+        violations = [{m: metrics[m] - bound for m, bound in constraints.items() if m in metrics}
+                      for metrics in latencies]
+        feasible = [i for i, v in enumerate(violations) if all(x <= 0 for x in v.values())]
         accuracies = dict(zip(feasible, self.accuracy.evaluate([archs[i] for i in feasible])))
         for i, (trial, arch) in enumerate(batch):
             metrics = {**latencies[i], **accuracies.get(i, {})}
             # constraints on accuracy-side metrics are checked once they exist
-            violation = violations[i] + [metrics[m] - b for m, b in constraints.items()
-                                          if m not in latencies[i] and m in metrics]
+            violation = {**violations[i], **{m: metrics[m] - b for m, b in constraints.items()
+                                             if m not in latencies[i] and m in metrics}}
             features = self.space.features(arch)
             for key in FEATURES:
                 if key in features:
                     trial.set_user_attr(key, features[key])
             for key, value in metrics.items():
                 trial.set_user_attr(key, value)
-            trial.set_user_attr(CONSTRAINTS_ATTR, violation or [0.0])
+            record_constraints(trial, violation)
             values = [metrics.get(o, -math.inf if d == MAXIMIZE else math.inf)
                       for o, d in zip(self.objectives, self.directions)]
             self.study.tell(trial, values)
