@@ -15,11 +15,7 @@ def register_runner(cls: type[Runner]) -> type[Runner]:
 
 
 def make_runner(name: str, **options) -> Runner:
-    cls = RUNNERS.get(name)
-    try:
-        return cls(**options)
-    except TypeError as exc:
-        raise ValueError(f"bad options for runner {name!r}: {exc}") from None
+    return RUNNERS.create(name, **options)
 
 
 from hardware.cpu_runners import OnnxRuntimeCPURunner, TorchCPURunner  # noqa: E402

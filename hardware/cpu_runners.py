@@ -21,7 +21,8 @@ class TorchCPURunner(Runner):
         import torch
 
         dtype = getattr(torch, self.dtype)
-        return model.eval().to(dtype), example.to(dtype)
+        # token ids (language models) stay integers; only float inputs follow dtype
+        return model.eval().to(dtype), (example.to(dtype) if example.is_floating_point() else example)
 
     def time(self, handle, iterations: int) -> float:
         import torch
@@ -45,7 +46,8 @@ class OnnxRuntimeCPURunner(Runner):
     """Exports with ``torch.onnx`` and times an ONNX Runtime CPU session."""
 
     name = "onnxruntime"
-    max_prepared = 16
+    # sessions of mobile-sized nets take tens of MB; 32 keeps groups large
+    max_prepared = 32
 
     def __init__(self, threads: int = 1, batch_size: int = 1, dtype: str = "float32",
                  opset: int = 17):

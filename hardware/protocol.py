@@ -57,28 +57,56 @@ class Candidate:
 def measure(runner, candidates: Sequence[Candidate], protocol: Protocol = Protocol(),
             rng: np.random.Generator | None = None, progress: Callable[[int], None] | None = None
             ) -> dict[str, Measurement]:
-    """Measure ``candidates`` with interleaved rounds, ``runner.max_prepared`` at a time."""
+    """Measure ``candidates`` with interleaved rounds, ``runner.max_prepared`` at a time
+    (larger sets in anchor-linked groups)."""
     rng = np.random.default_rng(0) if rng is None else rng
     delegate = getattr(runner, "measure_candidates", None)
     if delegate is not None:
         # runners that time elsewhere (hardware.remote) run this same protocol on the device
         return delegate(candidates, protocol, rng, progress)
-    results: dict[str, Measurement] = {}
-    chunk = max(1, int(runner.max_prepared))
-    for start in range(0, len(candidates), chunk):
-        group = candidates[start:start + chunk]
-        handles = []
-        try:
-            for cand in group:
-                model, example = cand.build()
-                handles.append(runner.prepare(model, example))
-                del model
-            results.update(_interleaved(runner, [c.key for c in group], handles, protocol, rng))
-        finally:
-            for h in handles:
-                runner.release(h)
+    chunk = max(2, int(runner.max_prepared))
+    if len(candidates) <= chunk:
+        return _measure_group(runner, list(candidates), protocol, rng, progress)
+    # More candidates than can be held prepared: measure in groups, each with the
+    # first candidate as a shared anchor.  Load that changes *between* groups
+    # would otherwise bias whole groups; rescaling each group so its anchor
+    # matches the anchor's median over all groups removes that drift.
+    anchor, rest = candidates[0], list(candidates[1:])
+    groups = [rest[i:i + chunk - 1] for i in range(0, len(rest), chunk - 1)]
+    measured = []
+    for group in groups:
+        res = _measure_group(runner, [anchor, *group], protocol, rng, None)
+        measured.append(res)
         if progress is not None:
-            progress(len(group))
+            progress(len(group) + (1 if len(measured) == 1 else 0))
+    anchor_values = [res[anchor.key].latency_ms for res in measured]
+    reference = float(np.median(anchor_values))
+    results: dict[str, Measurement] = {}
+    for res, anchor_ms in zip(measured, anchor_values):
+        scale = reference / anchor_ms if anchor_ms > 0 else 1.0
+        for key, m in res.items():
+            if key != anchor.key:
+                results[key] = Measurement(m.latency_ms * scale, m.spread,
+                                           [v * scale for v in m.round_medians])
+    first = measured[0][anchor.key]
+    results[anchor.key] = Measurement(reference, first.spread, anchor_values)
+    return results
+
+
+def _measure_group(runner, group: list[Candidate], protocol: Protocol, rng: np.random.Generator,
+                   progress) -> dict[str, Measurement]:
+    handles = []
+    try:
+        for cand in group:
+            model, example = cand.build()
+            handles.append(runner.prepare(model, example))
+            del model
+        results = _interleaved(runner, [c.key for c in group], handles, protocol, rng)
+    finally:
+        for h in handles:
+            runner.release(h)
+    if progress is not None:
+        progress(len(group))
     return results
 
 

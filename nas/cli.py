@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "nas.commands.export",
     "nas.commands.device",
     "nas.commands.supernet",
+    "nas.commands.predictor",
 ]
 
 

@@ -36,6 +36,14 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}; valid names: {', '.join(sorted(self._entries))}"
             ) from None
 
+    def create(self, name: str, **options):
+        """Instantiate the entry ``name``; bad options raise ``ValueError`` naming it."""
+        factory = self.get(name)
+        try:
+            return factory(**options)
+        except TypeError as exc:
+            raise ValueError(f"bad options for {self.kind} {name!r}: {exc}") from None
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

@@ -132,4 +132,6 @@ BUILTIN_SOURCE_MODULES = [
     "nas.lm_accuracy",
     "hardware.device_source",
     "nas.supernet.source",
+    "predictors.source",
+    "nas.table_accuracy",
 ]

@@ -12,11 +12,7 @@ def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
 
 def make_space(name: str, **options) -> SearchSpace:
     """Instantiate a registered space; bad options name the space."""
-    cls = SPACES.get(name)
-    try:
-        return cls(**options)
-    except TypeError as exc:
-        raise ValueError(f"bad options for space {name!r}: {exc}") from None
+    return SPACES.create(name, **options)
 
 
 from search_spaces.mbv3 import MBV3Space  # noqa: E402

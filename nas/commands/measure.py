@@ -26,18 +26,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def parse_options(items: list[str]) -> dict:
-    import yaml
-
-    options = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--space-option {item!r}: expected KEY=VALUE")
-        key, value = item.split("=", 1)
-        options[key] = yaml.safe_load(value)
-    return options
-
-
 def sample_distinct(space, count: int, seed: int) -> list:
     import numpy as np
 
@@ -57,6 +45,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from hardware.store import MeasurementStore
+    from nas.commands import parse_key_values
     from nas.latency import RunnerLatency
     from nas.search import default_store_path
     from nas.sources import RunContext
@@ -64,7 +53,7 @@ def run(args) -> int:
 
     if args.count < 1:
         raise ValueError("--count must be >= 1")
-    space = make_space(args.space, **parse_options(args.space_option))
+    space = make_space(args.space, **parse_key_values(args.space_option, "--space-option"))
     archs = sample_distinct(space, args.count, args.seed)
     with MeasurementStore(args.store or default_store_path()) as store:
         ctx = RunContext(space, store, Path("."), args.seed, progress=not args.no_progress)

@@ -19,7 +19,7 @@ def _fmt(key: str, value) -> str:
 
 def print_front(result) -> None:
     columns = [*result.objectives]
-    columns += [c for c in ("latency_ms", "macs", "params") if c not in columns and
+    columns += [c for c in ("latency_ms", "memory_mb", "macs", "params") if c not in columns and
                 any(c in r for r in result.front)]
     table = Table(title=f"Pareto front ({len(result.front)} of {len(result.trials)} trials) — {result.run_dir}")
     table.add_column("#", justify="right")

@@ -50,3 +50,35 @@ def test_fingerprint_names_the_conditions():
     fp = make_runner("onnxruntime", threads=2, batch_size=4).fingerprint()
     assert fp.threads == 2 and fp.batch_size == 4 and fp.runtime.startswith("onnxruntime")
     assert fp.key != make_runner("onnxruntime", threads=1, batch_size=4).fingerprint().key
+
+
+class _DriftingRunner:
+    """A runner whose clock slows down 3x after a while: stands in for load
+    that changes between groups (timings are synthetic; the protocol is real)."""
+
+    name = "drifting"
+    max_prepared = 4
+
+    def __init__(self):
+        self.calls = 0
+
+    def prepare(self, model, example):
+        return model  # the "model" is its true cost in ms
+
+    def time(self, handle, iterations):
+        self.calls += 1
+        return handle * (3.0 if self.calls > 12 else 1.0)  # group 1 = 12 calls
+
+    def release(self, handle):
+        pass
+
+
+def test_groups_are_linked_by_an_anchor_so_drift_between_groups_cancels():
+    costs = {f"a{i}": float(i + 1) for i in range(10)}
+    cands = [Candidate(k, lambda v=v: (v, None)) for k, v in costs.items()]
+    runner = _DriftingRunner()
+    res = measure(runner, cands, Protocol(rounds=2, repeats=1, warmup=1), np.random.default_rng(0))
+    assert set(res) == set(costs)
+    ratios = [res[k].latency_ms / costs[k] for k in costs]
+    # every estimate is on one scale despite the 3x slowdown part-way through
+    assert max(ratios) / min(ratios) < 1.01

@@ -1,0 +1,328 @@
+"""Onboarding a new device from a handful of measurements (chain spaces such as ``mbv3``).
+
+A few-shot *transfer* predictor.  Every architecture is described by features
+counted on its built network (``search_spaces.features.layer_costs``,
+aggregated per layer kind).  Source devices turn those features into latency:
+
+* **real** sources: every runner configuration with enough measurements of
+  the space in the measurement store (other threads, batch sizes, runtimes,
+  other onboarded devices) gets a non-negative per-layer-kind cost model fitted
+  on its measurements (latency is close to additive over layers);
+* **analytic** sources: a seeded roofline family of phone CPUs, edge GPUs and
+  datacentre GPUs (``hardware.analytic``), which fill in where real devices are
+  missing.
+
+Adapting to the new device from N measurements fits the target latency as a
+non-negative combination of the source devices' predictions plus a constant
+(NNLS: physically, a device is some mix of compute-, memory- and launch-bound
+behaviour, and non-negativity keeps 10 samples from overfitting 40 columns).
+Leave-one-out error on the N samples picks between that mixture and the single
+best-matching source (scaled), which is the safer choice when N is tiny.
+
+The same bank also meta-trains the few-shot predictor of ``predictors/``
+(``fewshot_from_bank``): its latency table is the bank's predictions for a
+sampled pool.  ``hwnas device add --predictor fewshot|transfer`` picks one.
+
+The reference set the device measures is chosen to be informative: greedy
+k-center over the sources' (log) predictions of a sampled pool, so it spans
+the latency behaviours the source devices disagree about, not just MACs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.optimize import nnls
+from scipy.stats import spearmanr
+
+from hardware.analytic import AnalyticDevice, LayerTable, sample_devices
+
+FORMAT = "hwnas-device-predictor/1"
+#: conv kernels are split by size: a 1x1 conv is a GEMM, a kxk one an im2col/winograd kernel
+_GROUPS = ("conv1", "convk", "dwconv3", "dwconv5", "dwconv7", "dwconvk", "linear", "act", "pool", "other")
+FEATURE_NAMES = tuple(f"{g}_{q}" for g in _GROUPS for q in ("macs", "elements", "count")) + ("params",)
+
+
+def _group(cost) -> str | None:
+    if cost.kind == "view":
+        return None
+    if cost.kind == "conv":
+        return "conv1" if cost.kernel <= 1 else "convk"
+    if cost.kind == "dwconv":
+        return f"dwconv{cost.kernel}" if cost.kernel in (3, 5, 7) else "dwconvk"
+    if cost.kind == "norm":
+        return "act"  # elementwise, same cost behaviour
+    return cost.kind if cost.kind in _GROUPS else "other"
+
+
+def aggregate(costs) -> np.ndarray:
+    """Per-layer-kind sums of MACs, touched elements and layer counts, plus parameters."""
+    index = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    row = np.zeros(len(FEATURE_NAMES))
+    for c in costs:
+        g = _group(c)
+        if g is None:
+            continue
+        row[index[f"{g}_macs"]] += c.macs
+        row[index[f"{g}_elements"]] += c.in_elements + c.out_elements
+        row[index[f"{g}_count"]] += 1
+        row[index["params"]] += c.params
+    return row
+
+
+class FeatureCache:
+    """Builds each architecture once and keeps its layer costs (in memory)."""
+
+    def __init__(self, space):
+        self.space = space
+        self._costs: dict[str, list] = {}
+
+    def costs(self, archs: Sequence[Any]) -> list[list]:
+        from search_spaces.features import layer_costs
+
+        out = []
+        for arch in archs:
+            key = str(arch)
+            if key not in self._costs:
+                arch = self.space.parse(key) if isinstance(arch, str) else arch
+                model = self.space.build(arch)
+                self._costs[key] = layer_costs(model, self.space.example_input(arch))
+                del model
+            out.append(self._costs[key])
+        return out
+
+    def features(self, archs: Sequence[Any]) -> np.ndarray:
+        return np.stack([aggregate(c) for c in self.costs(archs)])
+
+    def table(self, archs: Sequence[Any]) -> LayerTable:
+        return LayerTable.from_costs([str(a) for a in archs], self.costs(archs))
+
+
+@dataclass
+class RealSource:
+    """A non-negative linear per-layer-kind cost model fitted on one device's measurements."""
+
+    name: str
+    coef: list[float]
+    intercept: float
+    count: int
+    fit_mape: float
+
+    @classmethod
+    def fit(cls, name: str, features: np.ndarray, latency: np.ndarray) -> "RealSource":
+        design, scale = _design(features)
+        solution, _ = nnls(design, latency)
+        coef = solution[:-1] / scale
+        pred = features @ coef + solution[-1]
+        mape = float(np.mean(np.abs(pred - latency) / latency))
+        return cls(name, coef.tolist(), float(solution[-1]), int(len(latency)), mape)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return features @ np.asarray(self.coef) + self.intercept
+
+
+def _design(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scale = np.abs(features).max(axis=0)
+    scale[scale == 0] = 1.0
+    return np.hstack([features / scale, np.ones((len(features), 1))]), scale
+
+
+@dataclass
+class TransferPredictor:
+    """Source bank (real + analytic) plus the target device's non-negative mixture."""
+
+    space: str
+    real: list[RealSource] = field(default_factory=list)
+    analytic: list[AnalyticDevice] = field(default_factory=list)
+    batch_size: int = 1
+    #: "mixture" (NNLS over all sources) or "single" (one scaled source)
+    method: str = ""
+    weights: list[float] = field(default_factory=list)
+    intercept: float = 0.0
+    samples: int = 0
+
+    # -- source bank ----------------------------------------------------------------
+    @property
+    def source_names(self) -> list[str]:
+        return [s.name for s in self.real] + [d.name for d in self.analytic]
+
+    def basis(self, cache: FeatureCache, archs: Sequence[Any]) -> np.ndarray:
+        """Every source's latency prediction for ``archs`` (archs x sources), in ms."""
+        columns = []
+        if self.real:
+            feats = cache.features(archs)
+            columns += [np.maximum(s.predict(feats), 1e-6) for s in self.real]
+        if self.analytic:
+            table = cache.table(archs)
+            columns += [d.latency_ms(table, self.batch_size) for d in self.analytic]
+        if not columns:
+            raise ValueError("the predictor has no source devices")
+        return np.stack(columns, axis=1)
+
+    # -- adaptation -----------------------------------------------------------------
+    def adapt(self, basis: np.ndarray, latency: Sequence[float]) -> dict[str, float]:
+        """Fit the target from its measured ``latency`` of the archs behind ``basis``;
+        returns the leave-one-out MAPE of the candidate fits."""
+        y = np.asarray(latency, dtype=float)
+        if len(y) < 3:
+            raise ValueError(f"adapting needs at least 3 measurements, got {len(y)}")
+        if not np.all(np.isfinite(y)) or np.any(y <= 0):
+            raise ValueError("measured latencies must be finite and > 0")
+        loo = {"mixture": _loo_mape(basis, y, _fit_mixture), "single": _loo_mape(basis, y, _fit_single)}
+        self.method = min(loo, key=loo.get)
+        fit = _fit_mixture if self.method == "mixture" else _fit_single
+        weights, intercept = fit(basis, y)
+        self.weights, self.intercept, self.samples = weights.tolist(), float(intercept), int(len(y))
+        return loo
+
+    def predict_basis(self, basis: np.ndarray) -> np.ndarray:
+        if not self.weights:
+            raise ValueError("the predictor has not been adapted to a device yet")
+        return np.maximum(basis @ np.asarray(self.weights) + self.intercept, 1e-6)
+
+    def predict(self, cache: FeatureCache, archs: Sequence[Any]) -> np.ndarray:
+        return self.predict_basis(self.basis(cache, archs))
+
+    # -- persistence ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "space": self.space, "batch_size": self.batch_size,
+                "method": self.method, "weights": self.weights, "intercept": self.intercept,
+                "samples": self.samples, "feature_names": list(FEATURE_NAMES),
+                "real": [vars(s) for s in self.real], "analytic": [d.to_dict() for d in self.analytic]}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TransferPredictor":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not a predictor file: {exc}") from None
+        if d.get("format") != FORMAT:
+            raise ValueError(f"{path}: format {d.get('format')!r} is not {FORMAT!r}")
+        if d["feature_names"] != list(FEATURE_NAMES):
+            raise ValueError(f"{path}: saved with other layer features; onboard the device again")
+        return cls(d["space"], [RealSource(**s) for s in d["real"]],
+                   [AnalyticDevice(**a) for a in d["analytic"]], d["batch_size"], d["method"],
+                   d["weights"], d["intercept"], d["samples"])
+
+    def digest(self) -> str:
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fit_mixture(basis: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    design, scale = _design(basis)
+    # relative errors matter (MAPE, ranking of fast and slow nets alike): weight rows by 1/y
+    solution, _ = nnls(design / y[:, None], np.ones_like(y))
+    return solution[:-1] / scale, float(solution[-1])
+
+
+def _fit_single(basis: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Best single source, scaled (a * source + b, a >= 0), chosen by relative error."""
+    best = None
+    for j in range(basis.shape[1]):
+        design = np.stack([basis[:, j], np.ones_like(y)], axis=1) / y[:, None]
+        # nnls on [x, 1, -1] lets the intercept take either sign while a stays >= 0
+        sol = nnls(np.hstack([design, -design[:, 1:]]), np.ones_like(y))[0]
+        a, b = sol[0], sol[1] - sol[2]
+        err = float(np.mean(np.abs(a * basis[:, j] + b - y) / y))
+        if best is None or err < best[0]:
+            best = (err, j, a, b)
+    _, j, a, b = best
+    weights = np.zeros(basis.shape[1])
+    weights[j] = a
+    return weights, float(b)
+
+
+def _loo_mape(basis: np.ndarray, y: np.ndarray, fit) -> float:
+    errors = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        w, b = fit(basis[keep], y[keep])
+        pred = max(float(basis[i] @ w + b), 1e-6)
+        errors.append(abs(pred - y[i]) / y[i])
+    return float(np.mean(errors))
+
+
+# --------------------------------------------------------------------------------------
+# building the source bank and choosing what the new device measures
+# --------------------------------------------------------------------------------------
+def real_sources_from_store(store, space, cache: FeatureCache, exclude: Sequence[str] = (),
+                            min_results: int = 30, max_results: int = 400) -> list[RealSource]:
+    """One cost model per runner source in the store with enough results for ``space``."""
+    from nas.latency import space_key
+
+    skey = space_key(space)
+    sources = []
+    for key in store.source_keys():
+        if key in exclude:
+            continue
+        description = store.source_description(key) or {}
+        if description.get("kind") != "runner":
+            continue
+        rows = store.all_results(key, skey)[-max_results:]
+        rows = [(a, m["latency_ms"]) for _, a, m, _ in rows if m.get("latency_ms", 0) > 0]
+        if len(rows) < min_results:
+            continue
+        archs = [space.parse(a) for a, _ in rows]
+        y = np.array([v for _, v in rows])
+        name = (f"{description.get('runner')}/t{description.get('threads')}/b{description.get('batch_size')}"
+                f"/{key[:6]}")
+        sources.append(RealSource.fit(name, cache.features(archs), y))
+    return sources
+
+
+def make_predictor(space, store, cache: FeatureCache, batch_size: int = 1, exclude: Sequence[str] = (),
+                   analytic_per_family: int = 8, seed: int = 0, min_results: int = 30) -> TransferPredictor:
+    """The un-adapted predictor: real sources from the store, then the analytic family."""
+    real = real_sources_from_store(store, space, cache, exclude, min_results) if store is not None else []
+    return TransferPredictor(space.name, real, sample_devices(analytic_per_family, seed), int(batch_size))
+
+
+def sample_pool(space, count: int, seed: int) -> list:
+    """``count`` distinct sampled architectures (fewer if the space is smaller)."""
+    rng = np.random.default_rng(seed)
+    seen: dict[str, Any] = {}
+    for _ in range(count * 20):
+        if len(seen) >= count:
+            break
+        arch = space.sample(rng)
+        seen.setdefault(str(arch), arch)
+    return list(seen.values())
+
+
+def select_reference(basis: np.ndarray, count: int) -> list[int]:
+    """Greedy k-center over standardized log source predictions (diverse behaviours)."""
+    if count >= len(basis):
+        return list(range(len(basis)))
+    z = np.log(np.maximum(basis, 1e-9))
+    z = (z - z.mean(axis=0)) / np.maximum(z.std(axis=0), 1e-9)
+    centre = np.linalg.norm(z - np.median(z, axis=0), axis=1)
+    chosen = [int(np.argmin(centre))]
+    distance = np.linalg.norm(z - z[chosen[0]], axis=1)
+    while len(chosen) < count:
+        nxt = int(np.argmax(distance))
+        chosen.append(nxt)
+        distance = np.minimum(distance, np.linalg.norm(z - z[nxt], axis=1))
+    return chosen
+
+
+def fewshot_from_bank(space, pool: Sequence[Any], pool_basis: np.ndarray, source_names: Sequence[str],
+                      seed: int = 0):
+    """The meta-learned few-shot predictor of ``predictors/``, meta-trained on the source
+    bank's latencies of the pool (archs x sources), ready for ``fit`` on the new device."""
+    from predictors import FewShotPredictor
+
+    return FewShotPredictor.pretrain(space, [str(a) for a in pool], pool_basis, list(source_names), seed=seed)
+
+
+def quality(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    return {"spearman": float(spearmanr(p, m)[0]) if len(m) > 2 else float("nan"),
+            "mape": float(np.mean(np.abs(p - m) / m)), "count": int(len(m))}

@@ -1,0 +1,116 @@
+"""``hwnas serve-device`` (on the target device) and ``hwnas device add|list|show``.
+
+This module imports nothing heavy at the top: ``serve-device`` must run on a
+device that has only ONNX Runtime, onnx and numpy, never torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+
+from nas.commands import parse_key_values as _options
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve-device", help="serve latency measurements of this machine over HTTP",
+                       description="Serve measurements for the 'remote' runner. Needs only onnxruntime, "
+                                   "onnx and numpy. Every request must carry the token.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 to serve the network)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--token", default=None,
+                   help="shared secret (default: $HWNAS_DEVICE_TOKEN, else a new one is printed)")
+    p.add_argument("--runner", default="onnxruntime", choices=["onnxruntime", "onnxruntime_gpu", "tensorrt"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--runner-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra runner option, YAML value, e.g. --runner-option provider=tensorrt")
+    p.add_argument("--max-request-mb", type=float, default=256.0)
+    p.add_argument("--max-models", type=int, default=16)
+    p.add_argument("--max-measure-s", type=float, default=600.0)
+    p.add_argument("--certfile", default=None, help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--keyfile", default=None)
+    p.set_defaults(func=run_serve)
+
+    d = sub.add_parser("device", help="onboard and inspect target devices")
+    dsub = d.add_subparsers(dest="device_command", metavar="ACTION")
+    dsub.required = True
+    a = dsub.add_parser("add", help="measure a reference set on a new device and adapt the predictor")
+    a.add_argument("name")
+    a.add_argument("--runner", required=True, help="runner name (onnxruntime, torch_cuda, tensorrt, remote, ...)")
+    a.add_argument("--threads", type=int, default=None)
+    a.add_argument("--batch-size", type=int, default=1)
+    a.add_argument("--dtype", default=None)
+    a.add_argument("--servers", default=None, help="remote runner: serve-device URL(s), comma-separated")
+    a.add_argument("--runner-option", action="append", default=[], metavar="KEY=VALUE")
+    a.add_argument("--space", required=True)
+    a.add_argument("--space-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="space option, YAML value, e.g. --space-option resolutions=[128,160]")
+    a.add_argument("--samples", type=int, default=20, help="reference archs to measure (default 20)")
+    a.add_argument("--holdout", type=int, default=10, help="extra archs measured to report quality")
+    a.add_argument("--pool", type=int, default=200, help="sampled candidates the reference set is chosen from")
+    a.add_argument("--rounds", type=int, default=5)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--store", default=None, help="measurement store (default $HWNAS_HOME/measurements.db)")
+    a.add_argument("--predictor", default="fewshot", choices=["fewshot", "transfer"],
+                   help="fewshot: predictors/' meta-learned predictor; transfer: NNLS over source devices")
+    a.add_argument("--replace", action="store_true", help="onboard an existing device name again")
+    a.add_argument("--no-progress", action="store_true")
+    a.set_defaults(func=run_add)
+    ls = dsub.add_parser("list", help="list onboarded devices")
+    ls.set_defaults(func=run_list)
+    sh = dsub.add_parser("show", help="print a device's record")
+    sh.add_argument("name")
+    sh.set_defaults(func=run_show)
+
+
+def run_serve(args) -> int:
+    from hardware.remote import TOKEN_ENV, Limits, serve_main
+
+    options = {"threads": args.threads, "dtype": args.dtype, **_options(args.runner_option, "--runner-option")}
+    if args.max_request_mb <= 0:
+        raise ValueError("--max-request-mb must be > 0")
+    limits = Limits(max_request_bytes=int(args.max_request_mb * (1 << 20)), max_models=args.max_models,
+                    max_measure_s=args.max_measure_s)
+    return serve_main(args.token or os.environ.get(TOKEN_ENV), args.runner, options, args.host, args.port,
+                      limits, args.certfile, args.keyfile)
+
+
+def run_add(args) -> int:
+    from hardware.device_source import onboard
+
+    options = _options(args.runner_option, "--runner-option")
+    for key, value in (("threads", args.threads), ("dtype", args.dtype), ("servers", args.servers)):
+        if value is not None:
+            options[key] = value
+    options["batch_size"] = args.batch_size
+    onboard(args.name, args.runner, options, args.space, _options(args.space_option, "--space-option"),
+            samples=args.samples, holdout=args.holdout, pool=args.pool, seed=args.seed,
+            protocol_options={"rounds": args.rounds}, store_path=args.store, replace=args.replace,
+            predictor_kind=args.predictor,
+            progress=not args.no_progress)
+    return 0
+
+
+def run_list(args) -> int:
+    from hardware.device_source import list_devices, load_record
+
+    names = list_devices()
+    if not names:
+        print("no devices onboarded (hwnas device add NAME --runner R --space S)")
+    for name in names:
+        record = load_record(name)
+        held = record["quality"].get("heldout") or {}
+        quality = (f"held-out Spearman {held['spearman']:.3f}, MAPE {held['mape'] * 100:.1f}%"
+                   if held else "no held-out set")
+        fp = record["fingerprint"]
+        print(f"{name}: {record['space']['name']}, {fp['runner']} on {fp['device']} "
+              f"(batch {fp['batch_size']}), {record['samples']} samples, {quality}")
+    return 0
+
+
+def run_show(args) -> int:
+    from hardware.device_source import load_record
+
+    print(json.dumps(load_record(args.name), indent=1))
+    return 0

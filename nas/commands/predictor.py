@@ -1,0 +1,152 @@
+"""``hwnas predictor``: meta-train, fine-tune, apply and evaluate latency predictors.
+
+    hwnas predictor pretrain --space SPACE --data CSV --devices D1,D2,... --out CKPT
+    hwnas predictor finetune --checkpoint CKPT --measurements FILE --out CKPT2
+    hwnas predictor predict  --checkpoint CKPT --archs FILE --out CSV
+    hwnas predictor eval     --space SPACE --protocol help --samples 10 --seeds 10
+
+``CKPT`` may also name a shipped checkpoint (``nb201``, ``fbnet``).  ``--data``
+is a wide CSV (``arch`` plus one latency column per device, ms); FILE for
+finetune has the header ``arch,latency_ms``; FILE for predict lists one arch
+per line or is a CSV with an ``arch`` column; predict writes ``arch,latency_ms``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+
+def _devices(text: str) -> list[str]:
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    if not devices:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of device columns")
+    return devices
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predictor", help="few-shot latency predictors: pretrain, finetune, predict, eval")
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+
+    a = actions.add_parser("pretrain", help="meta-train the few-shot predictor on source devices")
+    a.add_argument("--space", required=True, help="search space name (e.g. nb201, fbnet)")
+    a.add_argument("--data", required=True, help="wide CSV: arch column + one latency column (ms) per device")
+    a.add_argument("--devices", required=True, type=_devices, help="comma-separated source device columns")
+    a.add_argument("--out", required=True, help="checkpoint to write (.npz)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the learned basis (default 0)")
+    a.add_argument("--epochs", type=int, default=300, help="training epochs of the learned basis")
+    a.add_argument("--no-neural", action="store_true", help="skip the learned (MLP) basis")
+    a.set_defaults(func=run_pretrain)
+
+    a = actions.add_parser("finetune", help="adapt a predictor to a device from its measurements")
+    a.add_argument("--checkpoint", required=True, help="checkpoint path or shipped name")
+    a.add_argument("--measurements", required=True, help="CSV with header arch,latency_ms")
+    a.add_argument("--out", required=True, help="adapted checkpoint to write")
+    a.set_defaults(func=run_finetune)
+
+    a = actions.add_parser("predict", help="predict latencies of a list of architectures")
+    a.add_argument("--checkpoint", required=True, help="checkpoint path or shipped name")
+    a.add_argument("--archs", required=True, help="one arch per line, or a CSV with an arch column")
+    a.add_argument("--out", required=True, help="CSV to write (arch,latency_ms)")
+    a.set_defaults(func=run_predict)
+
+    a = actions.add_parser("eval", help="score a predictor on a published few-shot protocol")
+    a.add_argument("--space", required=True, help="search space name")
+    a.add_argument("--protocol", default="help", choices=["help"], help="evaluation protocol")
+    a.add_argument("--samples", type=int, default=10, help="measurements from each test device")
+    a.add_argument("--seeds", type=int, default=10, help="random draws of those measurements")
+    a.add_argument("--checkpoint", default=None,
+                   help="predictor to evaluate (default: the shipped checkpoint of the space)")
+    a.add_argument("--data", default=None,
+                   help="wide latency CSV with the test devices (default: the table shipped for the protocol)")
+    a.add_argument("--queries", default="remaining", choices=["remaining", "help-split"],
+                   help="score on every arch not drawn (default) or on HELP's own query split")
+    a.set_defaults(func=run_eval)
+
+
+def run_pretrain(args) -> int:
+    from predictors import FewShotPredictor
+    from predictors.data import LatencyTable
+    from search_spaces import make_space
+
+    space = make_space(args.space)
+    table = LatencyTable.read(args.data, space, args.devices)
+    start = time.perf_counter()
+    predictor = FewShotPredictor.pretrain(space, table.archs, table.values, table.devices, seed=args.seed,
+                                          neural=not args.no_neural, epochs=args.epochs)
+    path = predictor.save(args.out)
+    print(f"meta-trained on {len(table.devices)} devices x {len(table.archs)} archs in "
+          f"{time.perf_counter() - start:.1f} s (views: {', '.join(predictor.view_names())}) -> {path}")
+    return 0
+
+
+def run_finetune(args) -> int:
+    from predictors import load_predictor
+    from predictors.data import read_measurements
+
+    predictor = load_predictor(args.checkpoint)
+    archs, latency = read_measurements(args.measurements, predictor.space)
+    start = time.perf_counter()
+    predictor.fit(archs, latency)
+    seconds = time.perf_counter() - start
+    path = predictor.save(args.out)
+    describe = getattr(predictor, "describe", None)
+    print(f"fine-tuned on {len(archs)} measurements in {seconds:.2f} s -> {path}")
+    if describe is not None:
+        print(describe())
+    return 0
+
+
+def run_predict(args) -> int:
+    from predictors import load_predictor
+    from predictors.data import read_arch_list
+
+    predictor = load_predictor(args.checkpoint)
+    archs = read_arch_list(args.archs, predictor.space)
+    latency = predictor.predict(archs)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["arch", "latency_ms"])
+        writer.writerows([str(a), f"{v:.6f}"] for a, v in zip(archs, latency))
+    print(f"predicted {len(archs)} architectures -> {out}")
+    return 0
+
+
+def run_eval(args) -> int:
+    import numpy as np
+
+    from predictors import load_predictor
+    from predictors.protocol import HELP_PUBLISHED_MEAN, evaluate_device, help_split, predictor_fit_predict
+    from predictors.protocol_data import load_protocol_table
+
+    if args.seeds < 1:
+        raise ValueError("--seeds must be >= 1")
+    split = help_split(args.space)
+    checkpoint = args.checkpoint or args.space
+    predictor = load_predictor(checkpoint)
+    if predictor.space.name != args.space:
+        raise ValueError(f"checkpoint {checkpoint} is for space {predictor.space.name!r}, not {args.space!r}")
+    leaked = sorted(set(getattr(predictor, "devices", ())) & set(split.test))
+    if leaked:
+        raise ValueError(f"checkpoint {checkpoint} was meta-trained on test device(s) {leaked}")
+    archs, columns = load_protocol_table(predictor.space, split.test, args.data)
+    encoded = predictor.encode(archs)
+    run = predictor_fit_predict(predictor, encoded)
+    print(f"HELP protocol, space {args.space}, {args.samples} samples x {args.seeds} seeds, "
+          f"queries: {args.queries}, predictor: {checkpoint}")
+    print(f"{'device':<16}{'spearman':>10}{'std':>8}{'mape%':>9}{'HELP':>8}")
+    scores = []
+    for device in split.test:
+        score = evaluate_device(device, columns[device], run, args.samples, range(args.seeds),
+                                args.queries, split.pool)
+        scores.append(score)
+        print(f"{device:<16}{score.mean_spearman:>10.4f}{np.std(score.spearman):>8.4f}"
+              f"{score.mean_mape:>9.1f}{split.published.get(device, float('nan')):>8.3f}")
+    mean = float(np.mean([s.mean_spearman for s in scores]))
+    print(f"{'mean':<16}{mean:>10.4f}{'':>8}{np.mean([s.mean_mape for s in scores]):>9.1f}"
+          f"{HELP_PUBLISHED_MEAN[args.space]:>8.3f}")
+    return 0

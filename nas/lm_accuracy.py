@@ -1,0 +1,309 @@
+"""The ``lm`` accuracy source: short causal-LM training with a fixed token budget.
+
+``accuracy: {lm: stdlib, tokens: 65536, seq_len: 128, batch_size: 16}``
+
+Each candidate is trained from scratch on ``tokens`` training tokens (AdamW,
+linear warm-up then cosine decay) and scored on held-out text:
+``val_loss`` (mean next-token cross-entropy, nats/byte) and ``perplexity``
+(``exp(val_loss)``), both minimized.  Nemotron-Flash observed that rankings of
+SLM architectures settle early in training; that is what makes a short budget a
+usable proxy (``benchmarks/slm_proxy_ranking.py`` checks it).
+
+Tokens are bytes (ids 0..255), so any text works without a tokenizer and the
+architecture's vocabulary must be >= 256.  The spec names the corpus:
+
+* ``stdlib``: the Python standard library's own top-level ``*.py`` sources
+  (``Path(os.__file__).parent``), present on every machine, nothing downloaded;
+* a path to a text file (its last ``val_fraction`` of bytes is validation), or
+  to a folder (files matching ``glob``, binary files skipped, each file put in
+  train or validation by a stable hash of its relative path).
+
+File order, split and batch sampling are deterministic; each candidate's seed
+derives from the run seed and its canonical string.  The corpus digest is part
+of the fingerprint, so results from different corpora (e.g. another Python
+version's stdlib) never mix in the measurement store.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import zlib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from nas.sources import ACCURACY_SOURCES, MINIMIZE, AccuracySource, RunContext, make_progress, reject_unknown
+
+BYTE_VOCAB = 256
+
+
+@dataclass(frozen=True)
+class LMSettings:
+    corpus: str = "stdlib"
+    #: training token budget per candidate (steps = tokens // (batch_size * seq_len))
+    tokens: int = 65536
+    seq_len: int = 128
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup_fraction: float = 0.1
+    grad_clip: float = 1.0
+    #: validation tokens scored (non-overlapping windows from the start of the split)
+    val_tokens: int = 32768
+    val_fraction: float = 0.1
+    #: corpus bytes read at most (train + validation)
+    max_bytes: int = 4_000_000
+    #: files taken from a folder corpus
+    glob: str = "**/*"
+    #: torch intra-op threads while training (None leaves torch's default)
+    threads: int | None = None
+
+    def __post_init__(self):
+        for name in ("tokens", "seq_len", "batch_size", "val_tokens", "max_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0:
+            raise ValueError("lr and grad_clip must be > 0, weight_decay >= 0")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.tokens // (self.batch_size * self.seq_len))
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    train: bytes
+    val: bytes
+    files: int
+    source: str
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha1(self.train + b"\x00split\x00" + self.val).hexdigest()[:16]
+
+
+def stdlib_root() -> Path:
+    return Path(os.__file__).parent
+
+
+def _is_text(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return b"\x00" not in f.read(8192)
+
+
+def load_corpus(spec: str | Path, max_bytes: int = 4_000_000, val_fraction: float = 0.1,
+                glob: str = "**/*", base_dir: Path | None = None) -> TextCorpus:
+    """Read a corpus (``stdlib``, a text file or a folder) into train/validation bytes."""
+    val_cap = max(1, int(max_bytes * val_fraction))
+    train_cap = max(1, max_bytes - val_cap)
+    if str(spec) == "stdlib":
+        root = stdlib_root()
+        files = sorted(root.glob("*.py"))
+        source = f"stdlib:{root}"
+    else:
+        root = Path(spec).expanduser()
+        if not root.is_absolute() and base_dir is not None:
+            root = base_dir / root
+        if not root.exists():
+            raise FileNotFoundError(f"corpus path {str(root)!r} does not exist")
+        source = str(root)
+        if root.is_file():
+            data = root.read_bytes()[: max_bytes]
+            cut = len(data) - max(1, int(len(data) * val_fraction))
+            return _checked(TextCorpus(data[:cut], data[cut:], 1, source))
+        files = sorted((p for p in root.glob(glob) if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
+    train, val = bytearray(), bytearray()
+    used = 0
+    for path in files:
+        if len(train) >= train_cap and len(val) >= val_cap:
+            break
+        if not _is_text(path):
+            continue
+        rel = path.relative_to(root).as_posix()
+        # a stable hash of the name, not of the content: adding text to a file
+        # never moves it between splits
+        to_val = zlib.crc32(rel.encode()) % 1000 < val_fraction * 1000
+        target, cap = (val, val_cap) if to_val else (train, train_cap)
+        if len(target) >= cap:
+            continue
+        target += path.read_bytes()[: cap - len(target)] + b"\n"
+        used += 1
+    return _checked(TextCorpus(bytes(train), bytes(val), used, source))
+
+
+def _checked(corpus: TextCorpus) -> TextCorpus:
+    if len(corpus.train) < 2 or len(corpus.val) < 2:
+        raise ValueError(f"corpus {corpus.source!r} is too small: {len(corpus.train)} train and "
+                         f"{len(corpus.val)} validation bytes (need text in both splits)")
+    return corpus
+
+
+def _as_tensor(data: bytes):
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.frombuffer(data, dtype=np.uint8).astype(np.int64))
+
+
+def _lr_at(step: int, settings: LMSettings) -> float:
+    warm = int(settings.steps * settings.warmup_fraction)
+    if step < warm:
+        return settings.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, settings.steps - warm)
+    return settings.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def evaluate_lm(model, val, seq_len: int, val_tokens: int, batch_size: int = 32) -> float:
+    """Mean next-token cross-entropy (nats) over non-overlapping validation windows."""
+    import torch
+    import torch.nn.functional as F
+
+    windows = max(1, min(val_tokens, len(val) - 1) // seq_len)
+    length = min(seq_len, len(val) - 1)
+    starts = torch.arange(windows) * length
+    total, count = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, windows, batch_size):
+            s = starts[i:i + batch_size]
+            idx = s[:, None] + torch.arange(length + 1)[None, :]
+            chunk = val[idx]
+            logits = model(chunk[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1),
+                                   reduction="sum")
+            total += float(loss)
+            count += chunk[:, 1:].numel()
+    return total / count
+
+
+def train_lm(model, corpus: TextCorpus, settings: LMSettings, seed: int) -> dict[str, float]:
+    """Train ``model`` in place on ``settings.tokens`` tokens; return ``val_loss`` and ``perplexity``."""
+    import torch
+    import torch.nn.functional as F
+
+    previous_threads = torch.get_num_threads()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        train, val = _as_tensor(corpus.train), _as_tensor(corpus.val)
+        length = min(settings.seq_len, len(train) - 1)
+        generator = torch.Generator().manual_seed(seed)
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}],
+                                      lr=settings.lr, betas=(0.9, 0.95))
+        offsets = torch.arange(length + 1)[None, :]
+        model.train()
+        for step in range(settings.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, settings)
+            starts = torch.randint(0, len(train) - length, (settings.batch_size, 1), generator=generator)
+            chunk = train[starts + offsets]
+            logits = model(chunk[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1))
+            if not torch.isfinite(loss):
+                # a diverged candidate is a bad candidate, not a crashed search
+                return {"val_loss": math.inf, "perplexity": math.inf}
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+        val_loss = evaluate_lm(model, val, settings.seq_len, settings.val_tokens)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {"val_loss": val_loss, "perplexity": math.exp(min(val_loss, 700.0))}
+
+
+def build_seeded(space, arch, seed: int):
+    """``space.build(arch)`` with initial weights drawn from ``seed`` alone."""
+    import torch
+
+    from nas.accuracy import seeded_build
+    from search_spaces.slm.model import HybridLM
+
+    model = seeded_build(space, arch, seed)
+    if isinstance(model, HybridLM):
+        # HybridLM initialises from its own generator; re-draw it from this seed
+        model.reset_parameters(torch.Generator().manual_seed(seed))
+    return model
+
+
+class LMAccuracy(AccuracySource):
+    kind = "lm"
+    metrics = {"val_loss": MINIMIZE, "perplexity": MINIMIZE}
+
+    def __init__(self, settings: LMSettings, ctx: RunContext):
+        from nas.latency import source_key
+
+        self.settings, self.ctx = settings, ctx
+        self.corpus = load_corpus(settings.corpus, settings.max_bytes, settings.val_fraction,
+                                  settings.glob, ctx.base_dir)
+        self.key = source_key(self.fingerprint())
+        if ctx.store is not None:
+            ctx.store.register_source(self.key, self.fingerprint())
+
+    @classmethod
+    def from_recipe(cls, spec: Any, options: Mapping[str, Any], ctx: RunContext) -> "LMAccuracy":
+        allowed = [f.name for f in fields(LMSettings) if f.name != "corpus"]
+        reject_unknown(options, allowed, "options")
+        try:
+            settings = LMSettings(corpus=str(spec), **options)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+        return cls(settings, ctx)
+
+    def fingerprint(self) -> dict[str, Any]:
+        settings = asdict(self.settings)
+        settings.pop("threads")  # thread count does not change results
+        settings["corpus"] = {"spec": self.settings.corpus, "digest": self.corpus.digest,
+                              "train_bytes": len(self.corpus.train), "val_bytes": len(self.corpus.val)}
+        return {"kind": self.kind, "seed": self.ctx.seed, "tokenizer": "bytes", **settings}
+
+    def _check_vocab(self, arch) -> None:
+        vocab = getattr(arch, "vocab", None)
+        if vocab is not None and vocab < BYTE_VOCAB:
+            raise ValueError(f"accuracy.lm uses byte tokens (ids 0..255) but {arch} has vocabulary "
+                             f"{vocab}; allow vocab_sizes >= {BYTE_VOCAB} in the space")
+
+    def trained_model(self, arch):
+        """The candidate trained exactly as during the search (used by export)."""
+        from nas.accuracy import arch_seed
+
+        self._check_vocab(arch)
+        seed = arch_seed(self.ctx.seed, str(arch))
+        model = build_seeded(self.ctx.space, arch, seed)
+        train_lm(model, self.corpus, self.settings, seed)
+        return model.eval()
+
+    def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
+        from nas.accuracy import arch_seed
+        from nas.latency import space_key
+
+        for arch in archs:
+            self._check_vocab(arch)
+        skey = space_key(self.ctx.space)
+        texts = [str(a) for a in archs]
+        store = self.ctx.store
+        results = store.get_many(self.key, skey, texts) if store is not None else {}
+        todo = {t: a for t, a in zip(texts, archs) if t not in results}
+        with make_progress(len(todo), "training", self.ctx.progress) as bar:
+            for text, arch in todo.items():
+                seed = arch_seed(self.ctx.seed, text)
+                model = build_seeded(self.ctx.space, arch, seed)
+                results[text] = train_lm(model, self.corpus, self.settings, seed)
+                if store is not None:
+                    store.put_many(self.key, skey, {text: results[text]})
+                bar.update(1)
+        return [results[t] for t in texts]
+
+
+ACCURACY_SOURCES.register("lm", LMAccuracy)

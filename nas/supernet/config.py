@@ -1,0 +1,134 @@
+"""The recipe's ``supernet:`` section.
+
+The recipe loader hands this mapping over unvalidated; :func:`parse_supernet_config`
+checks it (unknown keys and bad values are rejected with the key named)::
+
+    supernet:
+      dataset: digits          # nas.data name; others need `root`
+      root: null               # dataset folder (relative: against the recipe's folder)
+      epochs: 10
+      batch_size: 64
+      optimizer: adamw         # adamw | sgd (Nesterov); per-step cosine schedule after warm-up
+      lr: 0.01
+      weight_decay: 0.01       # not applied to norms and biases
+      warmup_epochs: 0.5
+      num_random: 2            # sandwich rule: largest + smallest + num_random random sub-networks,
+                               # all at the batch's resolution (drawn per batch from the space's)
+      distill: true            # in-place distillation from the largest sub-network
+      workers: 0
+      output: null             # default: <recipe output>/supernet
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+OPTIMIZERS = ("sgd", "adamw")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    dataset: str = "digits"
+    root: str | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 0.01
+    #: SGD only
+    momentum: float = 0.9
+    weight_decay: float = 0.01
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.1
+    num_random: int = 2
+    distill: bool = True
+    #: train-time augmentation for folder datasets (the embedded digits have none)
+    augment: bool = True
+    workers: int = 0
+    #: mixed precision; only ever used on CUDA
+    amp: bool = True
+    device: str = "auto"
+    #: training batches used to recalibrate BN before each end-of-epoch validation
+    calib_batches: int = 8
+    #: validate the largest and smallest sub-networks after every epoch
+    validate: bool = True
+    #: torch intra-op threads while training (None leaves torch's default)
+    threads: int | None = None
+    #: default: the recipe's top-level seed
+    seed: int | None = None
+    output: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_TYPES = {
+    "dataset": (str,), "root": (str, type(None)),
+    "epochs": (int,), "batch_size": (int,), "optimizer": (str,), "lr": (float,),
+    "momentum": (float,), "weight_decay": (float,), "warmup_epochs": (float,),
+    "label_smoothing": (float,), "num_random": (int,), "distill": (bool,), "augment": (bool,),
+    "workers": (int,), "amp": (bool,), "device": (str,), "calib_batches": (int,),
+    "validate": (bool,), "threads": (int, type(None)), "seed": (int, type(None)),
+    "output": (str, type(None)),
+}
+
+#: keys that do not change the trained weights (a run may resume with other values)
+RUNTIME_KEYS = ("workers", "threads", "device", "validate", "calib_batches", "output")
+
+
+def parse_supernet_config(data: Mapping[str, Any] | None, where: str = "supernet") -> SupernetConfig:
+    """Validate a ``supernet:`` mapping; errors name ``where.<key>``."""
+    if data is None:
+        return SupernetConfig()
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = [f.name for f in fields(SupernetConfig)]
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; allowed: {sorted(known)}"
+            raise ValueError(f"{where}.{key}: unknown key{hint}")
+        values[key] = _coerce(key, value, where)
+    config = SupernetConfig(**values)
+    _check(config, where)
+    return config
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    types = _TYPES[key]
+    if float in types and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and bool not in types:
+        raise ValueError(f"{where}.{key}: expected {_names(types)}, got {value!r}")
+    if not isinstance(value, types):
+        raise ValueError(f"{where}.{key}: expected {_names(types)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _names(types: tuple) -> str:
+    return " or ".join("null" if t is type(None) else t.__name__ for t in types)
+
+
+def _check(c: SupernetConfig, where: str) -> None:
+    positive = {"epochs": c.epochs, "batch_size": c.batch_size, "lr": c.lr,
+                "calib_batches": c.calib_batches}
+    for key, value in positive.items():
+        if value <= 0:
+            raise ValueError(f"{where}.{key}: must be > 0, got {value}")
+    non_negative = {"num_random": c.num_random, "workers": c.workers, "weight_decay": c.weight_decay,
+                    "warmup_epochs": c.warmup_epochs, "momentum": c.momentum}
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ValueError(f"{where}.{key}: must be >= 0, got {value}")
+    if not 0 <= c.label_smoothing < 1:
+        raise ValueError(f"{where}.label_smoothing: must be in [0, 1), got {c.label_smoothing}")
+    if c.warmup_epochs >= c.epochs:
+        raise ValueError(f"{where}.warmup_epochs: must be < epochs ({c.epochs}), got {c.warmup_epochs}")
+    if c.optimizer not in OPTIMIZERS:
+        raise ValueError(f"{where}.optimizer: {c.optimizer!r} is not one of {list(OPTIMIZERS)}")
+    if c.device not in DEVICES:
+        raise ValueError(f"{where}.device: {c.device!r} is not one of {list(DEVICES)}")
+    if c.threads is not None and c.threads < 1:
+        raise ValueError(f"{where}.threads: must be >= 1, got {c.threads}")

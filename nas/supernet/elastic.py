@@ -1,0 +1,330 @@
+"""Weight-sharing supernets: one set of weights, every architecture of a space.
+
+How an architecture is activated (once-for-all style elastic layers)
+---------------------------------------------------------------------
+* The supernet holds the network of the space's *largest* choice per layer
+  (deepest stages, largest kernel, expansion and width).
+* For an architecture, ``space.build(arch)`` is instantiated once on the
+  ``meta`` device: a *skeleton* with the right module code and tensor shapes
+  but no memory and no initialisation (cheap, and it never touches an RNG).
+* Each skeleton tensor is a *slice* of the matching supernet tensor: the
+  leading channels of every dimension (elastic expansion and width by channel
+  slicing, as in OFA) and the centre of the spatial dimensions (elastic kernel
+  by centre-cropping the largest kernel; OFA's kernel transform matrices are
+  not used).  Elastic depth keeps the first ``d`` layers of a stage, and
+  elastic resolution is just the input size.
+* The forward pass is ``torch.func.functional_call(skeleton, slices, x)``.
+
+The slices are views, so gradients and batch-norm running statistics land in
+the shared weights.  Because the skeleton *is* the stand-alone module,
+:meth:`Supernet.extract` (the same slices copied into ``space.build(arch)``)
+computes exactly what the active supernet path computes.
+
+A space gets a supernet by subclassing :class:`Supernet` (largest/smallest
+architecture, the holder modules, the name map from stand-alone parameter names
+to supernet names) and registering it in ``SUPERNETS`` under the space name.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from nas.registry import Registry
+
+
+@dataclass
+class _Plan:
+    """How one architecture is cut out of the supernet."""
+
+    skeleton: nn.Module  # space.build(arch) on the meta device
+    # (stand-alone name, supernet name, index) for every parameter and buffer
+    slices: list[tuple[str, str, tuple]]
+
+
+def slice_index(sub_shape: torch.Size, super_shape: torch.Size, name: str) -> tuple:
+    """Index that cuts a ``sub_shape`` tensor out of a ``super_shape`` one.
+
+    Leading channels for every dimension except the spatial dimensions of a
+    4-d convolution weight, which are centre-cropped (kernel ``k`` sits in the
+    middle of the largest kernel ``K``; both odd).
+    """
+    if len(sub_shape) != len(super_shape):
+        raise ValueError(f"{name}: rank {len(sub_shape)} does not match the supernet's "
+                         f"{len(super_shape)}")
+    index = []
+    for dim, (want, have) in enumerate(zip(sub_shape, super_shape)):
+        if want > have:
+            raise ValueError(f"{name}: needs shape {tuple(sub_shape)}, the supernet holds only "
+                             f"{tuple(super_shape)}")
+        if len(sub_shape) == 4 and dim >= 2:
+            if (have - want) % 2:
+                raise ValueError(f"{name}: kernel {want} cannot be centre-cropped from {have}")
+            start = (have - want) // 2
+            index.append(slice(start, start + want))
+        else:
+            index.append(slice(0, want))
+    return tuple(index)
+
+
+class Supernet(nn.Module):
+    """Base class; subclasses hold the largest network and name their tensors."""
+
+    #: the search-space registry name this supernet serves
+    space_name: str = ""
+    #: architectures whose skeleton/slice plan is kept (largest and smallest recur every step)
+    plan_cache_size: int = 64
+
+    def __init__(self, space):
+        super().__init__()
+        if space.name != self.space_name:
+            raise ValueError(f"{type(self).__name__} serves space {self.space_name!r}, got {space.name!r}")
+        self.space = space
+        self._plans: OrderedDict[str, _Plan] = OrderedDict()
+
+    # --- what a subclass provides ---------------------------------------------------
+    def largest(self) -> Any:
+        """The architecture with the largest choice everywhere (the distillation teacher)."""
+        raise NotImplementedError
+
+    def smallest(self) -> Any:
+        """The architecture with the smallest choice everywhere."""
+        raise NotImplementedError
+
+    def super_name(self, arch: Any, name: str) -> str:
+        """Supernet tensor name for the stand-alone tensor ``name`` of ``arch``."""
+        raise NotImplementedError
+
+    def residual_blocks(self) -> list[nn.Module]:
+        """Blocks that have an identity shortcut in *every* sub-network."""
+        return []
+
+    def init_for_training(self) -> None:
+        """BigNAS-style initialisation for stable weight-sharing training.
+
+        The last batch-norm scale of every always-residual block starts at zero
+        (each such block starts as the identity, so any depth is a well-behaved
+        network from step one), and the classifier starts small (timm's
+        ImageNet init gives large logits for few classes).  Without these, the
+        summed sandwich gradients blow the losses up during the first epoch.
+        """
+        for block in self.residual_blocks():
+            norms = [m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            if norms:
+                nn.init.zeros_(norms[-1].weight)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.01)
+                nn.init.zeros_(module.bias)
+
+    # --- activation -----------------------------------------------------------------
+    def parse(self, arch: Any) -> Any:
+        """Accept an architecture object or its canonical string."""
+        return self.space.parse(arch) if isinstance(arch, str) else arch
+
+    def plan(self, arch: Any) -> _Plan:
+        arch = self.parse(arch)
+        key = str(arch)
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        if not self.space.contains(arch):
+            raise ValueError(f"architecture {key} is not in the supernet's space {self.space!r}")
+        with torch.device("meta"):
+            skeleton = self.space.build(arch)
+        own = self._own_tensors()
+        slices = []
+        for name, tensor in _tensors(skeleton).items():
+            target = self.super_name(arch, name)
+            if target not in own:
+                raise ValueError(f"{key}: tensor {name!r} maps to {target!r}, which the supernet lacks")
+            slices.append((name, target, slice_index(tensor.shape, own[target].shape, name)))
+        plan = _Plan(skeleton, slices)
+        self._plans[key] = plan
+        if len(self._plans) > self.plan_cache_size:
+            self._plans.popitem(last=False)
+        return plan
+
+    def sliced_tensors(self, arch: Any) -> dict[str, torch.Tensor]:
+        """Stand-alone name -> view into the shared weights, for ``arch``."""
+        own = self._own_tensors()
+        out = {}
+        for name, target, index in self.plan(arch).slices:
+            tensor = own[target]
+            # 0-d buffers (num_batches_tracked) are shared as they are
+            out[name] = tensor[index] if tensor.dim() else tensor
+        return out
+
+    def forward(self, x: torch.Tensor, arch: Any) -> torch.Tensor:
+        plan = self.plan(arch)
+        plan.skeleton.train(self.training)
+        return torch.func.functional_call(plan.skeleton, self.sliced_tensors(arch), (x,))
+
+    def extract(self, arch: Any) -> nn.Module:
+        """A stand-alone ``space.build(arch)`` holding copies of the inherited weights."""
+        arch = self.parse(arch)
+        tensors = self.sliced_tensors(arch)
+        with torch.device("meta"):
+            model = self.space.build(arch)
+        # to_empty allocates without initialising; strict loading then fills every tensor
+        device = next(iter(tensors.values())).device
+        model = model.to_empty(device=device)
+        model.load_state_dict({k: v.detach().clone() for k, v in tensors.items()}, strict=True)
+        return model.eval()
+
+    def _own_tensors(self) -> dict[str, torch.Tensor]:
+        return _tensors(self)
+
+
+def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    tensors = dict(module.named_parameters())
+    tensors.update(module.named_buffers())
+    return tensors
+
+
+SUPERNETS: Registry[type[Supernet]] = Registry("supernet")
+
+
+def build_supernet(space, seed: int = 0) -> Supernet:
+    """The supernet for ``space``, initialised from ``seed`` only.
+
+    Module initialisers draw from torch's global generator; forking it keeps
+    the caller's RNG state untouched.
+    """
+    cls = SUPERNETS.get(space.name)
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        supernet = cls(space)
+        supernet.init_for_training()
+        return supernet
+
+
+# --- mbv3 ---------------------------------------------------------------------------
+class MBV3Supernet(Supernet):
+    """The timm MobileNetV3 of the largest architecture; sub-networks keep its names.
+
+    Elastic depth, kernel, expansion, width multiplier and resolution.  Every
+    width of the space is supported: a narrower network takes the leading
+    channels of each layer (stem, blocks, squeeze-excite, head).  Caveat:
+    MobileNetV3's efficient head has no norm after ``conv_head``, so BN
+    recalibration cannot re-centre a narrower width's head input; after short
+    training, widths other than the trained extremes are estimated poorly.
+    Once-for-all trains one supernet per width for this reason; a space with
+    a single width does the same here.
+    """
+
+    space_name = "mbv3"
+
+    def __init__(self, space):
+        super().__init__(space)
+        self.net = space.build(self.largest())
+
+    def largest(self):
+        from search_spaces.mbv3 import IRLayer, MBV3Arch
+
+        s = self.space
+        layer = IRLayer(max(s.kernels), max(s.expansions))
+        return MBV3Arch(max(s.resolutions), max(s.widths),
+                        tuple((layer,) * max(s.depths) for _ in s.stages))
+
+    def smallest(self):
+        from search_spaces.mbv3 import IRLayer, MBV3Arch
+
+        s = self.space
+        layer = IRLayer(min(s.kernels), min(s.expansions))
+        return MBV3Arch(min(s.resolutions), min(s.widths),
+                        tuple((layer,) * min(s.depths) for _ in s.stages))
+
+    def residual_blocks(self) -> list[nn.Module]:
+        # layers after the first of a stage keep stride 1 and the stage's width
+        return [block for stage in list(self.net.blocks)[1:len(self.space.stages) + 1]
+                for block in list(stage)[1:]]
+
+    def super_name(self, arch, name: str) -> str:
+        # layer j of stage s is blocks.<s+1>.<j> in both: elastic depth keeps the first layers
+        return f"net.{name}"
+
+
+# --- mobiledet ----------------------------------------------------------------------
+LAYER_KINDS = ("ir", "fu", "tu")
+
+
+class MobileDetSupernet(Supernet):
+    """SPOS-style: each layer position holds one candidate block per type.
+
+    Block types cannot share weights (a fused conv, a depthwise bottleneck and
+    a Tucker conv have different tensors), so they are parallel candidates;
+    *within* a type the kernel, expansion and Tucker ratios are elastic (slices
+    of the largest block).  ``skip`` has no weights.
+    """
+
+    space_name = "mobiledet"
+
+    def __init__(self, space):
+        super().__init__(space)
+        # one stand-alone network per block type at its largest settings provides the
+        # candidates, so the blocks are built exactly as the space builds them
+        nets = {kind: space.build(self._uniform(kind)) for kind in LAYER_KINDS}
+        first = nets[LAYER_KINDS[0]]
+        self.conv_stem = first.conv_stem
+        self.first = first.blocks[0]
+        self.conv_head = first.conv_head
+        self.classifier = first.classifier
+        self.layers = nn.ModuleDict()
+        positions = self._positions()
+        for index, position in enumerate(positions, start=1):
+            self.layers[position] = nn.ModuleDict({kind: nets[kind].blocks[index] for kind in LAYER_KINDS})
+
+    def _positions(self) -> list[str]:
+        return [f"s{s}_l{i}" for s in range(len(self.space.stages))
+                for i in range(self.space.layers_per_stage)]
+
+    def _uniform(self, kind: str):
+        from search_spaces.mobiledet import DetLayer, MobileDetArch
+
+        s = self.space
+        if kind == "tu":
+            layer = DetLayer("tu", kernel=max(s.kernels), in_ratio=max(s.tucker_ratios),
+                             out_ratio=max(s.tucker_ratios))
+        else:
+            layer = DetLayer(kind, kernel=max(s.kernels), expand=max(s.expansions))
+        return MobileDetArch(max(s.resolutions), tuple((layer,) * s.layers_per_stage for _ in s.stages))
+
+    def largest(self):
+        # fused convs are the heaviest block type (a full kxk conv to in*e channels)
+        return self._uniform("fu")
+
+    def smallest(self):
+        from search_spaces.mobiledet import DetLayer, MobileDetArch
+
+        s = self.space
+        tucker = DetLayer("tu", kernel=min(s.kernels), in_ratio=min(s.tucker_ratios),
+                          out_ratio=min(s.tucker_ratios))
+        stage = (tucker,) + (DetLayer("skip"),) * (s.layers_per_stage - 1)
+        return MobileDetArch(min(s.resolutions), tuple(stage for _ in s.stages))
+
+    def residual_blocks(self) -> list[nn.Module]:
+        return [block for position, candidates in self.layers.items() if not position.endswith("_l0")
+                for block in candidates.values()]
+
+    def super_name(self, arch, name: str) -> str:
+        if not name.startswith("blocks."):
+            return name  # conv_stem, conv_head, classifier
+        _, index, rest = name.split(".", 2)
+        index = int(index)
+        if index == 0:
+            return f"first.{rest}"
+        # stand-alone blocks 1.. are the non-skip layers in order
+        present = [(pos, layer.kind) for pos, layer in
+                   zip(self._positions(), (l for stage in arch.stages for l in stage))
+                   if layer.kind != "skip"]
+        position, kind = present[index - 1]
+        return f"layers.{position}.{kind}.{rest}"
+
+
+SUPERNETS.register(MBV3Supernet.space_name, MBV3Supernet)
+SUPERNETS.register(MobileDetSupernet.space_name, MobileDetSupernet)

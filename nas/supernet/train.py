@@ -1,0 +1,375 @@
+"""Supernet training: sandwich rule, in-place distillation, exact resume.
+
+Every step (the sandwich rule of BigNAS / AttentiveNAS):
+
+1. the batch comes at one resolution of the space, drawn per batch as in
+   once-for-all, and every sub-network of the step uses it;
+2. the *largest* sub-network (at that resolution) is trained on the labels
+   (label-smoothed CE);
+3. the *smallest* and ``num_random`` uniformly sampled sub-networks are trained
+   on the largest one's soft predictions (in-place distillation; plain CE when
+   ``distill`` is off);
+4. gradients of all of them are summed into one optimizer step (SGD-Nesterov
+   or AdamW, per-step cosine schedule with optional linear warm-up, no weight
+   decay on norms and biases).
+
+Images come from :func:`nas.data.load_dataset` at the batch's resolution:
+exactly what a sub-network is later recalibrated and validated on.  Drawing
+the resolution per batch (rather than giving the largest network the largest
+resolution every step) trains every resolution with the full sandwich; at
+the small resolutions used on CPU, weights trained at one resolution barely
+transfer to another.  Mixed precision (fp16 autocast + gradient scaling) is
+used on CUDA only.
+
+Output folder::
+
+    last.pt        full state after the latest finished epoch (atomic write)
+    supernet.pt    weights + space + config, written when training finishes
+    losses.jsonl   one line per step (losses of each sandwich member, lr)
+    train.log      epoch summaries
+    recipe.yaml    the resolved recipe (written by ``hwnas train-supernet``)
+
+Exact resume: randomness is not carried from one epoch to the next.  Each
+epoch draws its data order, augmentations and sampled sub-networks from
+generators seeded by ``(seed, epoch)``, so restarting from the checkpoint of
+epoch ``e`` replays epoch ``e+1`` exactly as an uninterrupted run would; the
+checkpoint holds model, optimizer, scheduler and grad-scaler states, the
+epoch/step counters and the loss history.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nas.supernet.config import RUNTIME_KEYS, SupernetConfig
+from nas.supernet.elastic import Supernet, build_supernet
+from nas.supernet.evaluate import SubnetEvaluator, select_device
+
+FORMAT = "hwnas-supernet/1"
+LAST, FINAL, LOSSES, LOG = "last.pt", "supernet.pt", "losses.jsonl", "train.log"
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    checkpoint: Path  # supernet.pt
+    history: list[dict[str, Any]]  # one entry per optimizer step
+    epochs: list[dict[str, Any]]  # one summary per epoch
+    resumed_from: int = 0  # epochs already done when this call started
+    seconds: float = 0.0  # wall time of this call
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """Independent seeds per (run seed, epoch, stream): data order, augmentation, sampling."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(1)[0])
+
+
+class MultiResolution(torch.utils.data.Dataset):
+    """Same-ordered datasets, one per resolution, indexed by ``(resolution, index)``."""
+
+    def __init__(self, datasets: dict[int, Any]):
+        self.datasets = datasets
+        sizes = {len(d) for d in datasets.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"per-resolution datasets differ in size: {sorted(sizes)}")
+        self.size = sizes.pop()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: tuple[int, int]):
+        resolution, index = key
+        return self.datasets[resolution][index]
+
+
+class ResolutionBatches(torch.utils.data.Sampler):
+    """Shuffled full batches, each at one resolution drawn for the whole batch.
+
+    Yields lists of ``(resolution, index)``; every draw comes from ``generator``.
+    """
+
+    def __init__(self, size: int, batch_size: int, resolutions: list[int], generator: torch.Generator):
+        self.size, self.batch_size = size, batch_size
+        self.resolutions, self.generator = list(resolutions), generator
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=self.generator).tolist()
+        picks = torch.randint(len(self.resolutions), (len(self),), generator=self.generator).tolist()
+        for b, pick in enumerate(picks):
+            resolution = self.resolutions[pick]
+            yield [(resolution, i) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
+
+
+def at_resolution(space, arch, resolution: int):
+    """``arch`` with its input resolution replaced (spaces without that decision: unchanged)."""
+    if "resolution" not in space.decisions():
+        return arch
+    decisions = space.encode(arch)
+    decisions["resolution"] = resolution
+    return space.decode(decisions)
+
+
+def space_resolutions(space, supernet: Supernet) -> list[int]:
+    """Every input resolution a sub-network of ``space`` can have."""
+    values = set(space.decisions().get("resolution", ()))
+    values |= {int(space.input_shape(a)[-1]) for a in (supernet.largest(), supernet.smallest())}
+    return sorted(int(v) for v in values)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    return -(target_probs * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def make_optimizer(model: torch.nn.Module, config: SupernetConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        # norm scales/shifts and biases are not weight-decayed (standard for mobile nets)
+        (decay if param.dim() > 1 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                               nesterov=config.momentum > 0)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def make_schedule(optimizer, total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"supernet checkpoint {str(path)!r} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a supernet checkpoint (expected format {FORMAT!r})")
+    return state
+
+
+def supernet_from_checkpoint(state: dict[str, Any]) -> Supernet:
+    """Rebuild the supernet recorded in a checkpoint (``last.pt`` or ``supernet.pt``)."""
+    from search_spaces import make_space
+
+    space = make_space(state["space"], **state["space_options"])
+    supernet = build_supernet(space, state["seed"])
+    supernet.load_state_dict(state["model"])
+    return supernet.eval()
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    # a kill during the write leaves the previous checkpoint intact
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _identity(space, config: SupernetConfig, seed: int) -> dict[str, Any]:
+    weights = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS}
+    return {"space": space.name, "space_options": space.options(), "config": weights, "seed": seed}
+
+
+def _check_resumable(state: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
+    old = {"space": state["space"], "space_options": state["space_options"], "seed": state["seed"],
+           "config": {k: v for k, v in state["config"].items() if k not in RUNTIME_KEYS}}
+    changed = [k for k in ("space", "space_options", "seed") if old[k] != identity[k]]
+    changed += [f"supernet.{k}" for k in sorted(set(old["config"]) | set(identity["config"]))
+                if old["config"].get(k) != identity["config"].get(k)]
+    if changed:
+        raise ValueError(f"{path} was trained with different settings ({', '.join(changed)}); "
+                         f"use another output folder or --restart")
+
+
+def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: int = 0,
+                   progress: bool = True, resume: bool = True,
+                   log: Callable[[str], None] | None = print) -> TrainResult:
+    """Train (or resume) a supernet for ``space`` into ``output``; see the module docstring."""
+    from nas.data import load_dataset
+
+    started = time.perf_counter()
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    device = select_device(config.device)
+    use_amp = config.amp and device.type == "cuda"
+    previous_threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    def say(message: str) -> None:
+        with open(output / LOG, "a") as f:
+            f.write(message + "\n")
+        if log is not None:
+            log(message)
+
+    try:
+        # initialisers and in-process augmentations draw from torch's global generator;
+        # the fork leaves the caller's state as it was
+        with torch.random.fork_rng(devices=[]):
+            supernet = build_supernet(space, seed).to(device)
+            resolutions = space_resolutions(space, supernet)
+            per_resolution = {r: load_dataset(config.dataset, r, config.root, augment=config.augment)
+                              for r in resolutions}
+            splits = per_resolution[resolutions[-1]]
+            train_set = MultiResolution({r: s.train for r, s in per_resolution.items()})
+            num_classes = space.network_options().get("num_classes")
+            if num_classes is not None and splits.num_classes != num_classes:
+                raise ValueError(f"dataset {config.dataset!r} has {splits.num_classes} classes but "
+                                 f"space {space.name!r} has num_classes={num_classes}")
+            steps_per_epoch = len(splits.train) // config.batch_size
+            if steps_per_epoch < 1:
+                raise ValueError(f"supernet.batch_size {config.batch_size} exceeds the "
+                                 f"{len(splits.train)} training images of {config.dataset!r}")
+            total_steps = steps_per_epoch * config.epochs
+            optimizer = make_optimizer(supernet, config)
+            warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+            schedule = make_schedule(optimizer, total_steps, warmup_steps)
+            scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+            identity = _identity(space, config, seed)
+            history: list[dict[str, Any]] = []
+            epochs: list[dict[str, Any]] = []
+            start_epoch = 0
+            last = output / LAST
+            if not resume:
+                # a restart must not leave an old checkpoint for a later resume to pick up
+                for stale in (last, output / FINAL):
+                    stale.unlink(missing_ok=True)
+            if resume and last.is_file():
+                state = load_checkpoint(last)
+                _check_resumable(state, identity, last)
+                supernet.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                schedule.load_state_dict(state["scheduler"])
+                scaler.load_state_dict(state["scaler"])
+                history, epochs = list(state["history"]), list(state["epochs"])
+                start_epoch = int(state["epoch"])
+                say(f"resuming {output} after epoch {start_epoch}/{config.epochs} "
+                    f"(step {state['step']})")
+            # the loss log is rewritten from the checkpoint: steps a killed run logged
+            # after its last checkpoint are replayed, not duplicated
+            with open(output / LOSSES, "w") as f:
+                f.writelines(json.dumps(entry) + "\n" for entry in history)
+
+            largest, smallest = supernet.largest(), supernet.smallest()
+            evaluator = SubnetEvaluator(supernet, config.dataset, config.root,
+                                        calib_batches=config.calib_batches, batch_size=config.batch_size,
+                                        seed=seed, workers=config.workers, device=device)
+            for epoch in range(start_epoch, config.epochs):
+                summary = _train_epoch(supernet, train_set, resolutions, config, epoch, seed, largest,
+                                       smallest, optimizer, schedule, scaler, use_amp, device, history,
+                                       output, progress, steps_per_epoch)
+                if config.validate:
+                    supernet.eval()
+                    summary["val_largest"] = evaluator.accuracy(largest)
+                    summary["val_smallest"] = evaluator.accuracy(smallest)
+                epochs.append(summary)
+                _atomic_save({"format": FORMAT, **identity, "config": config.to_dict(),
+                              "epoch": epoch + 1, "step": len(history), "model": supernet.state_dict(),
+                              "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
+                              "scaler": scaler.state_dict(), "history": history, "epochs": epochs},
+                             last)
+                say(_describe(summary, config.epochs))
+            final = output / FINAL
+            _atomic_save({"format": FORMAT, **identity, "config": config.to_dict(),
+                          "epoch": config.epochs, "step": len(history), "model": supernet.state_dict(),
+                          "epochs": epochs}, final)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return TrainResult(output, final, history, epochs, start_epoch, time.perf_counter() - started)
+
+
+def _train_epoch(supernet, train_set, resolutions, config, epoch, seed, largest, smallest, optimizer,
+                 schedule, scaler, use_amp, device, history, output, progress,
+                 steps_per_epoch) -> dict[str, Any]:
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    space = supernet.space
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))
+    sampler_rng = np.random.default_rng(epoch_seed(seed, epoch, 1))
+    # in-process augmentations draw from the global CPU generator (forked by the caller)
+    torch.random.default_generator.manual_seed(epoch_seed(seed, epoch, 2))
+    batches = ResolutionBatches(len(train_set), config.batch_size, resolutions, generator)
+    loader = DataLoader(train_set, batch_sampler=batches, num_workers=config.workers,
+                        pin_memory=device.type == "cuda")
+    supernet.train()
+    sums = {"loss": 0.0, "largest": 0.0, "smallest": 0.0, "random": 0.0}
+    started = time.perf_counter()
+    bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+               disable=not progress, leave=False, dynamic_ncols=True)
+    with open(output / LOSSES, "a") as losses_file:
+        for images, labels in bar:
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            resolution = int(images.shape[-1])
+            archs = [largest, smallest] + [space.sample(sampler_rng) for _ in range(config.num_random)]
+            archs = [at_resolution(space, arch, resolution) for arch in archs]
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.zero_grad(set_to_none=True)
+            teacher = None
+            member_losses = []
+            for arch in archs:
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    logits = supernet(images, arch)
+                logits = logits.float()
+                if teacher is None or not config.distill:
+                    loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+                else:
+                    loss = soft_cross_entropy(logits, teacher)
+                scaler.scale(loss).backward()
+                if teacher is None:
+                    teacher = logits.detach().softmax(dim=1)
+                member_losses.append(loss.item())
+            if not all(math.isfinite(v) for v in member_losses):
+                raise RuntimeError(f"supernet training diverged at epoch {epoch + 1}, step "
+                                   f"{len(history) + 1} (losses {member_losses}); lower supernet.lr")
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            randoms = member_losses[2:]
+            entry = {"epoch": epoch + 1, "step": len(history) + 1, "lr": lr, "resolution": resolution,
+                     "loss": sum(member_losses), "largest": member_losses[0],
+                     "smallest": member_losses[1],
+                     "random": sum(randoms) / len(randoms) if randoms else None}
+            history.append(entry)
+            losses_file.write(json.dumps(entry) + "\n")
+            for key in sums:
+                sums[key] += entry[key] or 0.0
+            bar.set_postfix(loss=f"{entry['loss']:.3f}", largest=f"{entry['largest']:.3f}")
+    bar.close()
+    count = max(1, steps_per_epoch)
+    summary = {"epoch": epoch + 1, "seconds": time.perf_counter() - started,
+               **{k: v / count for k, v in sums.items()}}
+    if not config.num_random:
+        summary["random"] = None
+    return summary
+
+
+def _describe(summary: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {summary['epoch']}/{epochs}: loss {summary['loss']:.4f} "
+             f"(largest {summary['largest']:.4f}, smallest {summary['smallest']:.4f}"]
+    if summary.get("random") is not None:
+        parts.append(f", random {summary['random']:.4f}")
+    parts.append(f"), {summary['seconds']:.1f} s")
+    if "val_largest" in summary:
+        parts.append(f"; val acc largest {summary['val_largest']:.2f}%, "
+                     f"smallest {summary['val_smallest']:.2f}%")
+    return "".join(parts)

@@ -1,0 +1,141 @@
+"""Architecture encoders: arch -> named feature *views* for the latency models.
+
+Each view is a fixed-length vector whose first entry is a constant 1, so a
+device's latency can be modelled as a linear function of it.  Different views
+encode different hypotheses about what a device's latency depends on; the
+few-shot predictor weighs them per device by marginal likelihood.
+
+* ``nb201`` (cell space, a graph encoder): op counts; per-edge one-hot plus
+  the *live* graph (edges on an input->output path of non-``none`` edges,
+  which compilers like TFLite keep while they drop the rest); pairwise edge-op
+  interactions.
+* ``fbnet`` (chain space): per-layer one-hot (a lookup table over block and
+  position) and analytic per-layer costs (pointwise/depthwise MACs,
+  activation traffic, parameters, kernel launches) summed over the chain.
+* any other space: one-hot of its decisions plus log MACs/params/activations.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Sequence
+
+import numpy as np
+
+from nas.registry import Registry
+
+
+class Encoder(abc.ABC):
+    #: names of the views ``encode`` returns, in order
+    views: tuple[str, ...] = ()
+    #: the view a learned (neural) basis takes as input, or None for no neural view
+    neural_input: str | None = None
+
+    def __init__(self, space):
+        self.space = space
+
+    @abc.abstractmethod
+    def encode(self, archs: Sequence[Any]) -> dict[str, np.ndarray]:
+        """View name -> (len(archs), dim) float array; archs are parsed arch objects."""
+
+
+ENCODERS: Registry[type[Encoder]] = Registry("arch encoder")
+
+
+def make_encoder(space) -> Encoder:
+    cls = ENCODERS.get(space.name) if space.name in ENCODERS else DecisionEncoder
+    return cls(space)
+
+
+@ENCODERS.register("nb201")
+class NB201Encoder(Encoder):
+    views = ("counts", "graph", "pairs")
+    neural_input = "graph"
+
+    def encode(self, archs):
+        from search_spaces.nb201 import EDGES, OPS
+
+        n, n_edges, n_ops = len(archs), len(EDGES), len(OPS)
+        index = {op: i for i, op in enumerate(OPS)}
+        ops = np.array([[index[o] for o in a.ops] for a in archs], dtype=np.int64).reshape(n, n_edges)
+        live = np.array([a.live_edges() for a in archs], dtype=bool).reshape(n, n_edges)
+        rows = np.arange(n)[:, None]
+        onehot = np.zeros((n, n_edges, n_ops))
+        onehot[rows, np.arange(n_edges)[None, :], ops] = 1.0
+        live_onehot = onehot * live[:, :, None]
+        # a node is live when an incoming or outgoing live edge touches it
+        nodes = np.zeros((n, 4))
+        for e, (dst, src) in enumerate(EDGES):
+            nodes[:, dst] = np.maximum(nodes[:, dst], live[:, e])
+            nodes[:, src] = np.maximum(nodes[:, src], live[:, e])
+        connected = live.any(axis=1, keepdims=True).astype(float)
+        ones = np.ones((n, 1))
+        counts = onehot.sum(axis=1)[:, 1:]  # "none" is implied by the other four
+        graph = np.hstack([ones, onehot.reshape(n, -1), live_onehot.reshape(n, -1), connected, nodes])
+        pairs = [onehot[:, i, :, None] * onehot[:, j, None, :]
+                 for i in range(n_edges) for j in range(i + 1, n_edges)]
+        pairs = np.concatenate([p.reshape(n, -1) for p in pairs], axis=1)
+        return {"counts": np.hstack([ones, counts]), "graph": graph, "pairs": np.hstack([graph, pairs])}
+
+
+@ENCODERS.register("fbnet")
+class FBNetEncoder(Encoder):
+    views = ("layers", "analytic")
+
+    def __init__(self, space):
+        super().__init__(space)
+        from search_spaces.fbnet import CHOICES
+
+        self.choices = CHOICES
+        table = np.array([[self._layer_costs(spec, c) for c in CHOICES] for spec in space.layer_specs])
+        # scale each cost so the most expensive arch has ~1: keeps the prior isotropic-ish
+        self.table = table / table.max(axis=1).sum(axis=0).clip(min=1e-12)
+
+    @staticmethod
+    def _layer_costs(spec, choice: str) -> list[float]:
+        from search_spaces.fbnet import block_config
+
+        h_in, h_out = spec.resolution, spec.resolution // spec.stride
+        if choice == "skip":
+            if spec.c_in == spec.c_out and spec.stride == 1:
+                return [0.0] * 8
+            macs = h_out * h_out * spec.c_in * spec.c_out
+            return [macs, 0.0, h_in * h_in * spec.c_in, 0.0, h_out * h_out * spec.c_out,
+                    spec.c_in * spec.c_out, 1.0, 0.0]
+        kernel, expansion, groups = block_config(choice)
+        mid = spec.c_in * expansion
+        pointwise = (h_in * h_in * spec.c_in * mid + h_out * h_out * mid * spec.c_out) / groups
+        depthwise = h_out * h_out * mid * kernel * kernel
+        params = (spec.c_in * mid + mid * spec.c_out) / groups + mid * kernel * kernel
+        return [pointwise, depthwise, h_in * h_in * spec.c_in, h_in * h_in * mid + h_out * h_out * mid,
+                h_out * h_out * spec.c_out, params, 3.0, float(groups > 1)]
+
+    def encode(self, archs):
+        index = {c: i for i, c in enumerate(self.choices)}
+        n, layers = len(archs), len(self.space.layer_specs)
+        picks = np.array([[index[c] for c in a.layers] for a in archs], dtype=np.int64).reshape(n, layers)
+        onehot = np.zeros((n, layers, len(self.choices)))
+        onehot[np.arange(n)[:, None], np.arange(layers)[None, :], picks] = 1.0
+        analytic = self.table[np.arange(layers)[None, :], picks].sum(axis=1)
+        ones = np.ones((n, 1))
+        return {"layers": np.hstack([ones, onehot.reshape(n, -1)]), "analytic": np.hstack([ones, analytic])}
+
+
+class DecisionEncoder(Encoder):
+    """Fallback for any space: one-hot decisions plus analytic costs."""
+
+    views = ("decisions", "analytic")
+
+    def encode(self, archs):
+        choices = self.space.decisions()
+        encoded = [self.space.encode(a) for a in archs]
+        blocks = []
+        for key, values in choices.items():
+            lookup = {v: i for i, v in enumerate(values)}
+            block = np.zeros((len(archs), len(values)))
+            for row, decisions in enumerate(encoded):
+                block[row, lookup[decisions[key]]] = 1.0
+            blocks.append(block)
+        ones = np.ones((len(archs), 1))
+        feats = np.array([[np.log1p(f["macs"]), np.log1p(f["params"]), np.log1p(f["activations"])]
+                          for f in (self.space.features(a) for a in archs)]).reshape(len(archs), 3)
+        return {"decisions": np.hstack([ones] + blocks), "analytic": np.hstack([ones, feats / 20.0])}

@@ -1,0 +1,107 @@
+"""``hwnas device add`` end to end on this machine (tiny networks, few samples) and the
+``device`` latency source that recipes use afterwards."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hardware.device_source import DeviceLatency, list_devices
+from hardware.onboarding import sample_pool
+from hardware.store import MeasurementStore
+from nas.cli import main
+from nas.sources import LATENCY_SOURCES, RunContext, make_source
+from search_spaces import make_space
+
+SPACE_OPTIONS = {"resolutions": [32], "num_classes": 10, "depths": [1, 2]}
+ADD = ["device", "add", "tiny", "--runner", "onnxruntime", "--threads", "1", "--space", "mbv3",
+       "--space-option", "resolutions=[32]", "--space-option", "num_classes=10", "--space-option", "depths=[1,2]",
+       "--samples", "4", "--holdout", "3", "--pool", "9", "--rounds", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("hwnas_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HWNAS_HOME", str(home))
+    assert main(ADD) == 0
+    # same runner and fingerprint under a second name: its measurements come from the store
+    transfer = [a if a != "tiny" else "tiny-t" for a in ADD]
+    assert main(transfer + ["--predictor", "transfer"]) == 0
+    yield home
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _device_home(home, monkeypatch):
+    # the suite's conftest gives every test a fresh HWNAS_HOME; these tests share the onboarded one
+    monkeypatch.setenv("HWNAS_HOME", str(home))
+
+
+def context(home: Path, store: MeasurementStore, **space_overrides) -> RunContext:
+    space = make_space("mbv3", **{**SPACE_OPTIONS, **space_overrides})
+    return RunContext(space, store, home / "run", seed=0, progress=False)
+
+
+def test_add_saves_record_predictor_and_measurements(home, capsys):
+    folder = home / "devices" / "tiny"
+    record = json.loads((folder / "device.json").read_text())
+    assert record["runner"] == "onnxruntime" and record["samples"] == 4 and record["holdout"] == 3
+    assert record["predictor_kind"] == "fewshot" and (folder / "predictor.npz").is_file()
+    held = record["quality"]["heldout"]
+    assert held["count"] == 3 and np.isfinite(held["mape"])
+    rows = list(csv.DictReader(open(folder / "measurements.csv")))
+    assert len(rows) == 7 and all(float(r["latency_ms"]) > 0 for r in rows)
+    assert list_devices(home) == ["tiny", "tiny-t"]
+    assert main(["device", "list"]) == 0
+    assert "tiny: mbv3, onnxruntime" in capsys.readouterr().out
+    with MeasurementStore(home / "measurements.db") as store:
+        key, fingerprint = store.device("tiny")
+        assert key == record["source_key"]
+        assert {k: fingerprint[k] for k in record["fingerprint"]} == record["fingerprint"]
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-t"])
+def test_device_source_prefers_measurements_and_predicts_the_rest(home, name):
+    rows = list(csv.DictReader(open(home / "devices" / name / "measurements.csv")))
+    with MeasurementStore(home / "measurements.db") as store:
+        ctx = context(home, store)
+        source = make_source({"device": name}, LATENCY_SOURCES, ctx, "latency")
+        assert isinstance(source, DeviceLatency) and source.metrics == {"latency_ms": "minimize"}
+        measured = [ctx.space.parse(r["arch"]) for r in rows]
+        got = source.evaluate(measured)
+        np.testing.assert_allclose([m["latency_ms"] for m in got], [float(r["latency_ms"]) for r in rows],
+                                   atol=1e-6, rtol=0)  # the CSV keeps 6 decimals
+        fresh = [a for a in sample_pool(ctx.space, 40, seed=99) if str(a) not in {r["arch"] for r in rows}][:3]
+        predicted = [m["latency_ms"] for m in source.evaluate(fresh)]
+        assert all(np.isfinite(p) and p > 0 for p in predicted)
+        # the search re-measures its front on the real device; afterwards those numbers win
+        remeasured = source.remeasure_front(fresh[:2])
+        assert len(remeasured) == 2 and all(m["latency_ms"] > 0 for m in remeasured)
+        again = source.evaluate(fresh[:2])
+        assert [m["latency_ms"] for m in again] == [m["latency_ms"] for m in remeasured]
+        assert source.fingerprint()["device"] == name
+
+
+def test_store_refuses_another_fingerprint_under_the_name(home, capsys):
+    assert main(ADD) == 2
+    assert "already exists" in capsys.readouterr().err
+    changed = [a if a != "1" or ADD[i - 1] != "--threads" else "2" for i, a in enumerate(ADD)]
+    assert main(changed + ["--replace"]) == 2
+    assert "registered with fingerprint" in capsys.readouterr().err
+
+
+def test_bad_device_references_are_clear_errors(home):
+    with MeasurementStore(home / "measurements.db") as store:
+        with pytest.raises(ValueError, match="unknown device 'nope'.*known devices: tiny, tiny-t"):
+            make_source({"device": "nope"}, LATENCY_SOURCES, context(home, store), "latency")
+        other = RunContext(make_space("mobiledet"), store, home / "run", progress=False)
+        with pytest.raises(ValueError, match="onboarded for space 'mbv3'"):
+            make_source({"device": "tiny"}, LATENCY_SOURCES, other, "latency")
+        with pytest.raises(ValueError, match="unknown key"):
+            make_source({"device": "tiny", "trheads": 1}, LATENCY_SOURCES, context(home, store), "latency")
+    with pytest.raises(ValueError, match="bad device name"):
+        DeviceLatency.from_recipe("../etc", {}, None)

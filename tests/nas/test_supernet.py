@@ -1,0 +1,247 @@
+"""Weight-sharing supernet: extraction parity, exact resume after SIGKILL, the accuracy source."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from nas.supernet.config import parse_supernet_config
+from nas.supernet.elastic import build_supernet
+from nas.supernet.evaluate import recalibrate_bn
+from nas.supernet.train import load_checkpoint, train_supernet
+from search_spaces import make_space
+from tests.conftest import REPO, tiny_recipe
+
+SPACES = {
+    "mbv3": {"resolutions": [16, 24], "widths": [0.5, 0.75], "depths": [1, 2, 3], "kernels": [3, 5, 7],
+             "expansions": [3, 6], "num_classes": 10},
+    "mobiledet": {"resolutions": [32], "layers_per_stage": 3, "num_classes": 10},
+}
+# small enough for a few seconds per epoch on one core: 5 steps of 256 digits
+TINY_SPACE = {"name": "mbv3", "resolutions": [12, 16], "widths": [0.5], "depths": [1, 2], "kernels": [3, 5],
+              "expansions": [3, 4], "num_classes": 10}
+TINY_SUPERNET = {"epochs": 2, "batch_size": 256, "num_random": 1, "threads": 1, "validate": False,
+                 "calib_batches": 2, "warmup_epochs": 0.5}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the machine is shared: OpenMP threads spinning against other processes cost
+    # far more than they gain on these tiny networks
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _tiny_space():
+    options = dict(TINY_SPACE)
+    return make_space(options.pop("name"), **options)
+
+
+def _randomise_bn_statistics(module, seed=0):
+    # fresh running stats are 0/1, which would hide a wrong slice of them
+    g = torch.Generator().manual_seed(seed)
+    for name, buf in module.named_buffers():
+        if buf.dtype.is_floating_point:
+            buf.copy_(torch.rand(buf.shape, generator=g) + 0.5)
+
+
+@pytest.mark.parametrize("space_name", sorted(SPACES))
+def test_extracted_network_equals_supernet_path(space_name):
+    space = make_space(space_name, **SPACES[space_name])
+    supernet = build_supernet(space, seed=0)
+    with torch.no_grad():
+        for p in supernet.parameters():  # the zero-initialised BN scales would mask residual branches
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.1)
+    _randomise_bn_statistics(supernet)
+    supernet.eval()
+    rng = np.random.default_rng(0)
+    archs = [supernet.largest(), supernet.smallest()] + [space.sample(rng) for _ in range(3)]
+    for arch in archs:
+        x = space.example_input(arch, batch_size=2, seed=1)
+        with torch.no_grad():
+            via_string = supernet(x, str(arch))  # activation by canonical string
+            extracted = supernet.extract(arch)
+            standalone = extracted(x)
+        assert (via_string - standalone).abs().max().item() <= 1e-5, str(arch)
+        assert via_string.shape == (2, 10)
+
+
+def test_inactive_weights_get_no_gradient():
+    space = make_space("mbv3", **SPACES["mbv3"])
+    supernet = build_supernet(space, seed=0).train()
+    arch = space.parse("r16_w0.5:ir_k3_e3:ir_k3_e3:ir_k3_e3:ir_k3_e3:ir_k3_e3")
+    supernet(space.example_input(arch, 4), arch).sum().backward()
+    own = dict(supernet.named_parameters())
+    # depth 1: the second layer of stage 1 is not on the path
+    assert own["net.blocks.1.1.conv_pw.weight"].grad is None
+    # kernel 3 is the centre of the 7x7 depthwise kernel; expansion 3 of 6 the first half
+    dw = own["net.blocks.1.0.conv_dw.weight"].grad
+    used = dw[:, :, 2:5, 2:5]
+    assert used.abs().sum() > 0 and dw.abs().sum() == used.abs().sum()
+    pw = own["net.blocks.1.0.conv_pw.weight"].grad
+    assert pw[pw.shape[0] // 2:].abs().sum() == 0 and pw[:8].abs().sum() > 0
+
+
+def test_bn_recalibration_uses_calibration_statistics():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1, bias=False), torch.nn.BatchNorm2d(4))
+    batches = [torch.randn(8, 3, 5, 5, generator=torch.Generator().manual_seed(i)) * (i + 1) for i in range(3)]
+    recalibrate_bn(model, batches)
+    with torch.no_grad():
+        outs = [model[0](b) for b in batches]
+    expected = torch.stack([o.mean(dim=(0, 2, 3)) for o in outs]).mean(0)
+    assert torch.allclose(model[1].running_mean, expected, atol=1e-5)
+    assert not model.training and model[1].momentum == 0.1
+
+
+def test_config_rejects_unknown_and_bad_keys():
+    with pytest.raises(ValueError, match=r"supernet\.epoch: unknown key \(did you mean 'epochs'\?\)"):
+        parse_supernet_config({"epoch": 3})
+    with pytest.raises(ValueError, match=r"supernet\.num_random: must be >= 0"):
+        parse_supernet_config({"num_random": -1})
+    with pytest.raises(ValueError, match=r"supernet\.distill: expected bool"):
+        parse_supernet_config({"distill": "yes"})
+    assert parse_supernet_config({"lr": 1}).lr == 1.0
+
+
+def _write_recipe(tmp_path, name="sn", **supernet):
+    recipe = tiny_recipe(tmp_path, space=dict(TINY_SPACE), supernet={**TINY_SUPERNET, **supernet})
+    recipe["name"] = name
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _losses(history):
+    return [(h["step"], h["largest"], h["smallest"], h["random"]) for h in history]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted tiny training run (shared: it is the slow part)."""
+    out = tmp_path_factory.mktemp("reference") / "supernet"
+    return train_supernet(_tiny_space(), parse_supernet_config(TINY_SUPERNET), out, seed=0,
+                          progress=False, log=None)
+
+
+def test_resume_after_sigkill_reproduces_the_loss_curve(tmp_path, reference):
+    from nas.cli import main
+
+    recipe = _write_recipe(tmp_path, output=str(tmp_path / "killed"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "train-supernet", str(recipe), "--no-progress"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.monotonic() + 120
+    try:
+        while not last.is_file():
+            if proc.poll() is not None:
+                pytest.fail(f"training exited early: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("no checkpoint after 120 s")
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-way through epoch 2
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = load_checkpoint(last)["epoch"]
+    assert 1 <= killed_at < TINY_SUPERNET["epochs"]
+    assert not (tmp_path / "killed" / "supernet.pt").exists()
+
+    assert main(["train-supernet", str(recipe), "--no-progress"]) == 0
+    final = load_checkpoint(tmp_path / "killed" / "supernet.pt")
+    resumed = load_checkpoint(last)
+    assert "resuming" in (tmp_path / "killed" / "train.log").read_text()
+    assert _losses(resumed["history"]) == _losses(reference.history)  # bit-for-bit, every step
+    for key, value in load_checkpoint(reference.checkpoint)["model"].items():
+        assert torch.equal(final["model"][key], value), key
+    logged = [json.loads(line) for line in (tmp_path / "killed" / "losses.jsonl").read_text().splitlines()]
+    assert _losses(logged) == _losses(reference.history)  # no duplicated steps from the killed run
+    assert (tmp_path / "killed" / "recipe.yaml").is_file()
+
+
+def test_missing_dataset_path_is_named(tmp_path, capsys):
+    from nas.cli import main
+
+    missing = tmp_path / "no" / "cifar10"
+    recipe = _write_recipe(tmp_path, dataset="cifar10", root=str(missing))
+    assert main(["train-supernet", str(recipe), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "does not exist" in err
+
+
+def test_supernet_accuracy_source_and_exported_weights(tmp_path, reference):
+    from hardware.store import MeasurementStore
+    from nas.accuracy import evaluate_accuracy
+    from nas.data import load_dataset
+    from nas.sources import ACCURACY_SOURCES, RunContext, make_source
+
+    space = _tiny_space()
+    # `supernet: run` finds the supernet where train-supernet puts it for a recipe
+    run_dir = reference.output.parent
+    with MeasurementStore(tmp_path / "store.db") as store:
+        ctx = RunContext(space, store, run_dir, seed=0, base_dir=tmp_path, progress=False)
+        source = make_source({"supernet": "run", "calib_batches": 2}, ACCURACY_SOURCES, ctx, "accuracy")
+        archs = [space.sample(np.random.default_rng(i)) for i in range(3)]
+        first = source.evaluate(archs)
+        assert all(0.0 <= r["accuracy"] <= 100.0 for r in first)
+        assert source.evaluate(archs) == first  # cached in the store, and deterministic
+        # the network export writes reproduces the estimate exactly
+        model = source.trained_model(archs[0])
+        val = load_dataset("digits", archs[0].resolution).val
+        assert evaluate_accuracy(model, val) == first[0]["accuracy"]
+        outside = "r32" + str(archs[0])[str(archs[0]).index("_"):]
+        with pytest.raises(ValueError, match="r32"):
+            source.evaluate([outside])
+        with pytest.raises(FileNotFoundError, match="nothing.pt"):
+            make_source({"supernet": "nothing.pt"}, ACCURACY_SOURCES, ctx, "accuracy")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mixed_precision_training_on_gpu(tmp_path):
+    config = parse_supernet_config({**TINY_SUPERNET, "epochs": 1, "device": "cuda", "validate": True})
+    result = train_supernet(_tiny_space(), config, tmp_path / "gpu", seed=0, progress=False, log=None)
+    state = load_checkpoint(tmp_path / "gpu" / "last.pt")
+    assert state["scaler"], "the fp16 gradient scaler should be active on CUDA"
+    assert all(np.isfinite(h["loss"]) for h in result.history)
+    assert 0.0 <= result.epochs[0]["val_largest"] <= 100.0
+
+
+def test_search_with_supernet_accuracy_exports_the_estimated_weights(tmp_path, reference):
+    from nas.accuracy import evaluate_accuracy
+    from nas.data import load_dataset
+    from nas.export import export_run, load_exported
+    from nas.search import run_search
+
+    recipe = tiny_recipe(tmp_path, space=dict(TINY_SPACE), accuracy={"supernet": "run", "calib_batches": 2},
+                         search={"controller": "random", "trials": 3, "batch_size": 3},
+                         output=str(reference.output.parent))
+    result = run_search(recipe, progress=False)
+    assert len(result.trials) == 3 and result.front
+    exported = export_run(result.run_dir, top=1, progress=False)
+    model, arch, _ = load_exported(exported[0].folder)
+    assert exported[0].weights == "supernet"
+    # the exported network (inherited + recalibrated weights, before fine-tuning) scores
+    # exactly what the supernet predicted during the search
+    acc = evaluate_accuracy(model, load_dataset("digits", arch.resolution).val)
+    assert acc == pytest.approx(result.front[0]["accuracy"], abs=1e-9)
+
+    # fine-tuning starts from exactly those weights and records both numbers
+    from nas.cli import main
+
+    assert main(["finetune", str(result.run_dir), "--epochs", "1", "--rank", "1"]) == 0
+    record = json.loads((exported[0].folder / "finetune.json").read_text())
+    assert record["exported_accuracy"] == pytest.approx(record["predicted_accuracy"], abs=1e-9)
+    assert 0.0 <= record["finetuned_accuracy"] <= 100.0
+    assert (exported[0].folder / "finetuned.pt").is_file()
+    again, _, _ = load_exported(exported[0].folder)  # model.pt itself is left untouched
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert main(["finetune", str(result.run_dir), "--epochs", "1", "--rank", "7"]) == 2
