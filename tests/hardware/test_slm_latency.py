@@ -3,7 +3,6 @@ memory from the actual cache tensors, results cached in the store."""
 import math
 
 import pytest
-import torch
 
 from hardware.store import MeasurementStore
 from nas.sources import LATENCY_SOURCES, RunContext, load_builtin_sources, make_source
@@ -14,14 +13,6 @@ FAST = {"threads": 1, "prompt_len": 32, "context_len": 96, "rounds": 2, "repeats
         "warmup": 1, "target_ms": 2.0, "max_iterations": 4}
 ARCHS = ["v256_d32_h2_g1:attn-ffn2", "v256_d32_h2_g1:mamba-delta"]
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # tiny models: intra-op threads only add OpenMP spin-waits on a shared CPU
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture()

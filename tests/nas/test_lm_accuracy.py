@@ -2,7 +2,6 @@
 import math
 
 import pytest
-import torch
 
 from hardware.store import MeasurementStore
 from nas.lm_accuracy import LMSettings, build_seeded, evaluate_lm, load_corpus, train_lm, _as_tensor
@@ -12,14 +11,6 @@ from search_spaces import make_space
 TINY = {"tokens": 4096, "seq_len": 32, "batch_size": 8, "val_tokens": 1024, "max_bytes": 60000,
         "threads": 1}
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # tiny models: intra-op threads only add OpenMP spin-waits on a shared CPU
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

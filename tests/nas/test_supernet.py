@@ -30,15 +30,6 @@ TINY_SUPERNET = {"epochs": 2, "batch_size": 256, "num_random": 1, "threads": 1, 
                  "calib_batches": 2, "warmup_epochs": 0.5}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the machine is shared: OpenMP threads spinning against other processes cost
-    # far more than they gain on these tiny networks
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def _tiny_space():
     options = dict(TINY_SPACE)

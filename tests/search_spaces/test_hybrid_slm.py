@@ -10,14 +10,6 @@ from search_spaces.slm.spec import SLMLayer
 ARCH = "v256_d64_h4_g2:attn-ffn2-mamba-swa64-delta-ffn4"
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # tiny models: intra-op threads only add OpenMP spin-waits on a shared CPU
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture(scope="module")
 def space():
