@@ -72,9 +72,11 @@ def prepare_training(recipe_path, overrides=()):
 
 def run_train(args: argparse.Namespace) -> int:
     from nas.recipe import write_resolved
-    from nas.supernet.train import train_supernet
+    from nas.supernet.train import check_resumable, train_supernet
 
     space, config, output, seed, recipe = prepare_training(args.recipe, args.overrides)
+    if not args.restart:
+        check_resumable(space, config, output, seed)  # refuse before overwriting recipe.yaml
     write_resolved(recipe, output)
     print(f"training a {space.name} supernet into {output} ({config.epochs} epochs, "
           f"sandwich: largest + smallest + {config.num_random} random, "

@@ -199,6 +199,17 @@ def _check_resumable(state: dict[str, Any], identity: dict[str, Any], path: Path
                          f"use another output folder or --restart")
 
 
+def check_resumable(space, config: SupernetConfig, output: str | Path, seed: int) -> int:
+    """Epochs already done in ``output`` (0 if nothing to resume); ``ValueError`` if its
+    checkpoint was trained with other settings."""
+    last = Path(output) / LAST
+    if not last.is_file():
+        return 0
+    state = load_checkpoint(last)
+    _check_resumable(state, _identity(space, config, seed), last)
+    return int(state["epoch"])
+
+
 def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: int = 0,
                    progress: bool = True, resume: bool = True,
                    log: Callable[[str], None] | None = print) -> TrainResult:
