@@ -105,3 +105,22 @@ def test_bad_device_references_are_clear_errors(home):
             make_source({"device": "tiny", "trheads": 1}, LATENCY_SOURCES, context(home, store), "latency")
     with pytest.raises(ValueError, match="bad device name"):
         DeviceLatency.from_recipe("../etc", {}, None)
+
+
+def test_search_on_an_onboarded_device_reports_predicted_vs_measured(home, tmp_path):
+    from nas.search import run_search
+
+    recipe = {
+        "name": "on-device", "seed": 0,
+        "space": {"name": "mbv3", **SPACE_OPTIONS},
+        "latency": {"device": "tiny"},
+        "accuracy": {"train": "digits", "epochs": 1, "batch_size": 128},
+        "search": {"controller": "random", "trials": 3, "batch_size": 3},
+        "output": str(tmp_path / "run"), "store": str(home / "measurements.db"),
+    }
+    result = run_search(recipe, progress=False)
+    assert result.front and result.remeasured is not None
+    assert len(result.remeasured) == len(result.front)
+    for row in result.remeasured:
+        assert row["predicted_latency_ms"] > 0 and row["measured_latency_ms"] > 0
+    assert (result.run_dir / "front_remeasured.csv").is_file()
