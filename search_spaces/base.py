@@ -80,6 +80,14 @@ class SearchSpace(abc.ABC):
         except ValueError:
             return False
 
+    def decision(self, decisions: Mapping[str, Any], key: str, allowed: Sequence) -> Any:
+        """``decisions[key]``, checked against ``allowed``; errors name the space and key."""
+        if key not in decisions:
+            raise ValueError(f"{self.name}: missing decision {key!r}")
+        if decisions[key] not in allowed:
+            raise ValueError(f"{self.name}: decision {key}={decisions[key]!r} not in {list(allowed)}")
+        return decisions[key]
+
     def is_valid(self, decisions: Mapping[str, Any]) -> bool:
         """Whether a decision combination decodes to a legal architecture."""
         try:

@@ -84,15 +84,7 @@ class FBNetSpace(SearchSpace):
         return {f"layer{i}": CHOICES for i in range(NUM_LAYERS)}
 
     def decode(self, decisions: Mapping[str, Any]) -> FBNetArch:
-        layers = []
-        for i in range(NUM_LAYERS):
-            key = f"layer{i}"
-            if key not in decisions:
-                raise ValueError(f"fbnet: missing decision {key!r}")
-            if decisions[key] not in CHOICES:
-                raise ValueError(f"fbnet: decision {key}={decisions[key]!r} not in {list(CHOICES)}")
-            layers.append(decisions[key])
-        return FBNetArch(tuple(layers))
+        return FBNetArch(tuple(self.decision(decisions, f"layer{i}", CHOICES) for i in range(NUM_LAYERS)))
 
     def encode(self, arch: FBNetArch) -> dict[str, Any]:
         if len(arch.layers) != NUM_LAYERS:

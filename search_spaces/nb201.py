@@ -85,15 +85,7 @@ class NB201Space(SearchSpace):
         return {_edge_name(dst, src): OPS for dst, src in EDGES}
 
     def decode(self, decisions: Mapping[str, Any]) -> NB201Arch:
-        ops = []
-        for dst, src in EDGES:
-            key = _edge_name(dst, src)
-            if key not in decisions:
-                raise ValueError(f"nb201: missing decision {key!r}")
-            if decisions[key] not in OPS:
-                raise ValueError(f"nb201: decision {key}={decisions[key]!r} not in {list(OPS)}")
-            ops.append(decisions[key])
-        return NB201Arch(tuple(ops))
+        return NB201Arch(tuple(self.decision(decisions, _edge_name(dst, src), OPS) for dst, src in EDGES))
 
     def encode(self, arch: NB201Arch) -> dict[str, Any]:
         if len(arch.ops) != len(EDGES):
