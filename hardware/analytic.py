@@ -118,17 +118,13 @@ class LayerTable:
         return cls(list(archs), kind, live=live, **arrays)
 
 
-def layer_table(space, archs: Iterable[Any]) -> LayerTable:
-    """Build every arch once (CPU, random weights) and record its per-layer costs."""
-    from search_spaces.features import layer_costs
+def layer_table(space, archs: Iterable[Any], phase: str = "prefill") -> LayerTable:
+    """Per-layer costs of every arch (see :func:`search_spaces.features.arch_layer_costs`):
+    ``phase`` is ``"prefill"`` (the forward pass) or, for LM spaces, ``"decode"``."""
+    from search_spaces.features import arch_layer_costs
 
     archs = list(archs)
-    costs = []
-    for arch in archs:
-        model = space.build(arch)
-        costs.append(layer_costs(model, space.example_input(arch)))
-        del model
-    return LayerTable.from_costs([str(a) for a in archs], costs)
+    return LayerTable.from_costs([str(a) for a in archs], [arch_layer_costs(space, a, phase) for a in archs])
 
 
 def sample_devices(per_family: int, seed: int, families: Sequence[str] = tuple(FAMILIES)

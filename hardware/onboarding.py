@@ -1,7 +1,7 @@
 """Onboarding a new device from a handful of measurements (chain spaces such as ``mbv3``).
 
 A few-shot *transfer* predictor.  Every architecture is described by features
-counted on its built network (``search_spaces.features.layer_costs``,
+counted on its built network (``search_spaces.features.arch_layer_costs``,
 aggregated per layer kind).  Source devices turn those features into latency:
 
 * **real** sources: every runner configuration with enough measurements of
@@ -75,23 +75,21 @@ def aggregate(costs) -> np.ndarray:
 
 
 class FeatureCache:
-    """Builds each architecture once and keeps its layer costs (in memory)."""
+    """Counts each architecture's layer costs once and keeps them (in memory)."""
 
     def __init__(self, space):
         self.space = space
         self._costs: dict[str, list] = {}
 
     def costs(self, archs: Sequence[Any]) -> list[list]:
-        from search_spaces.features import layer_costs
+        from search_spaces.features import arch_layer_costs
 
         out = []
         for arch in archs:
             key = str(arch)
             if key not in self._costs:
                 arch = self.space.parse(key) if isinstance(arch, str) else arch
-                model = self.space.build(arch)
-                self._costs[key] = layer_costs(model, self.space.example_input(arch))
-                del model
+                self._costs[key] = arch_layer_costs(self.space, arch)
             out.append(self._costs[key])
         return out
 

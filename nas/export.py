@@ -5,6 +5,9 @@ For each of the top-K Pareto architectures, ``RUN_DIR/export/<rank>/`` gets:
 * ``arch.txt`` (canonical string) and ``arch.json`` (decisions, metrics, features)
 * ``model.pt``: ``{"arch", "space", "space_options", "state_dict", "weights"}``
 * ``model.onnx``, verified against PyTorch with ONNX Runtime
+* whatever the space adds (``SearchSpace.export_extras``): ``hybrid_slm``
+  writes ``config.json``, which rebuilds the model with
+  ``search_spaces.slm.export.load_slm(folder)`` alone
 
 Weights come from the run's accuracy source when it can provide them
 (``trained_model(arch)``: re-training with the search's seed, or extraction
@@ -63,6 +66,7 @@ def export_run(run_dir: str | Path, top: int, progress: bool = True) -> list[Exp
                         "space_options": search.space.options(), "state_dict": model.state_dict(),
                         "weights": weights}, folder / "model.pt")
             diff = search.space.export_onnx(model.eval(), arch, folder / "model.onnx")
+            search.space.export_extras(model, arch, folder)
             out.append(Exported(rank, str(arch), folder, diff, weights))
         return out
     finally:

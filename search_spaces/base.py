@@ -162,6 +162,12 @@ class SearchSpace(abc.ABC):
         export_onnx(model, example, path)
         return verify_onnx(path, model, example)
 
+    def export_extras(self, model, arch: Any, folder) -> list:
+        """Space-specific files ``hwnas export`` writes beside ``model.pt`` and
+        ``model.onnx`` (for example a config that rebuilds the model without
+        hwnas); returns their paths.  Default: none."""
+        return []
+
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{type(self).__name__}({opts})"

@@ -95,6 +95,23 @@ def layer_costs(model: nn.Module, example: torch.Tensor) -> list[LayerCost]:
     return records
 
 
+def arch_layer_costs(space, arch, phase: str = "prefill") -> list[LayerCost]:
+    """Per-layer costs of one architecture of ``space`` for the analytic device model.
+
+    Forward hooks only see module calls, so a space whose cost hides in other
+    products (attention scores, selective scans) and that has more than one
+    phase (an LM's prefill and per-token decode) provides
+    ``operator_costs(arch, phase)``; every other space has a single forward
+    pass, measured here with hooks on the built network."""
+    if hasattr(space, "operator_costs"):
+        return space.operator_costs(arch, phase)
+    if phase != "prefill":
+        raise ValueError(f"space {space.name!r} has one forward pass (phase 'prefill'); "
+                         f"phase {phase!r} needs a space with operator_costs()")
+    model = space.build(arch)
+    return layer_costs(model, space.example_input(arch))
+
+
 def count_features(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
     """Return ``macs``, ``params`` and ``activations`` (output elements written by
     every leaf module) for one forward pass of ``example``."""

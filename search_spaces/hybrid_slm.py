@@ -265,6 +265,13 @@ class HybridSLMSpace(SearchSpace):
         return operator_records(self.config(arch), self.seq_len, self.context_len, batch_size,
                                 prefill=phase == "prefill")
 
+    def export_extras(self, model, arch: HybridSLMArch, folder) -> list:
+        """``config.json`` (the model's :class:`SLMConfig`), so ``load_slm(folder)``
+        rebuilds an exported model without hwnas' search space."""
+        from search_spaces.slm.export import write_config
+
+        return [write_config(model, arch, folder, prompt_len=self.seq_len)]
+
     def layer_keys(self, arch: HybridSLMArch) -> list[str]:
         """One key per layer with the geometry that sets its cost, for lookup tables."""
         return [f"{layer}_d{arch.width}_h{arch.heads}_g{arch.kv_heads}" for layer in arch.layers]

@@ -8,7 +8,9 @@ Files written to ``out_dir``::
     prefill.onnx  tokens int64 [batch, prompt_len] -> logits float32 [batch, prompt_len, vocab]
 
 ``load_slm(out_dir)`` rebuilds the module from the JSON config and checkpoint
-alone (no search space needed).  The ONNX graph has a fixed prompt length: the
+alone (no search space needed); it also reads the folders ``hwnas export``
+writes for a ``hybrid_slm`` run (``config.json`` beside the framework's
+``model.pt``).  The ONNX graph has a fixed prompt length: the
 chunked SSM/DeltaNet scans are unrolled over ``prompt_len / chunk_size``
 chunks, so export at the prompt length you will serve.  Decoding with a cache
 is a PyTorch-only path.
@@ -24,13 +26,20 @@ import torch
 FORMAT = "hwnas-slm/1"
 
 
-def save_checkpoint(model, arch: Any, out_dir: str | Path) -> dict[str, Path]:
+def write_config(model, arch: Any, out_dir: str | Path, **extra: Any) -> Path:
+    """``config.json``: the :class:`SLMConfig` that rebuilds ``model`` (plus ``extra`` keys)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt, cfg = out / "model.pt", out / "config.json"
+    path = out / "config.json"
+    path.write_text(json.dumps({"format": FORMAT, "space": "hybrid_slm", "arch": str(arch),
+                                "config": model.config.to_dict(), **extra}, indent=2) + "\n")
+    return path
+
+
+def save_checkpoint(model, arch: Any, out_dir: str | Path) -> dict[str, Path]:
+    ckpt = Path(out_dir) / "model.pt"
+    cfg = write_config(model, arch, out_dir)
     torch.save(model.state_dict(), ckpt)
-    cfg.write_text(json.dumps({"format": FORMAT, "space": "hybrid_slm", "arch": str(arch),
-                               "config": model.config.to_dict()}, indent=2) + "\n")
     return {"checkpoint": ckpt, "config": cfg}
 
 
@@ -50,7 +59,9 @@ def load_slm(path: str | Path):
     if not ckpt.is_file():
         raise FileNotFoundError(f"SLM checkpoint {str(ckpt)!r} does not exist")
     model = HybridLM(SLMConfig.from_dict(meta["config"]))
-    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    # `hwnas export` folders hold the framework's checkpoint, with the weights under "state_dict"
+    model.load_state_dict(state["state_dict"] if "state_dict" in state and "arch" in state else state)
     return model.eval()
 
 

@@ -101,3 +101,27 @@ def test_layer_costs_sum_to_the_features_and_classify_layers(mbv3):
     live = int(table.live[0].sum())
     assert live == sum(c.kind != "view" for c in costs)
     assert set(np.unique(table.kind[0][table.live[0]])) <= set(range(len(KINDS)))
+
+
+def test_lm_spaces_are_priced_from_their_operator_costs_per_phase():
+    """Attention scores and scans are not module calls: the analytic model prices
+    hybrid_slm from the space's own operator costs, and its decode latency grows
+    with the context for full attention only."""
+    from search_spaces.features import arch_layer_costs
+
+    short = make_space("hybrid_slm", seq_len=64, context_len=256)
+    long = make_space("hybrid_slm", seq_len=64, context_len=4096)
+    archs = [short.parse("v256_d64_h4_g2:attn-ffn2-attn-ffn2"), short.parse("v256_d64_h4_g2:mamba-ffn2-mamba-ffn2"),
+             short.parse("v256_d64_h4_g2:delta-ffn2-delta-ffn2")]
+    # memory bound with no launch cost, so the ratio reflects the bytes each step reads
+    d = device(family="phone_cpu", launch_us=0.0, mem_gbps=10.0)
+    decode = {space.context_len: d.latency_ms(layer_table(space, archs, phase="decode"))
+              for space in (short, long)}
+    growth = decode[4096] / decode[256]
+    assert growth[0] > 2.0
+    assert growth[1] == pytest.approx(1.0) and growth[2] == pytest.approx(1.0)
+    prefill = layer_table(short, archs)
+    assert np.allclose((prefill.macs * prefill.live).sum(axis=1), [short.features(a)["macs"] for a in archs])
+    with pytest.raises(ValueError, match="phase 'decode' needs a space with operator_costs"):
+        arch_layer_costs(make_space("mbv3", resolutions=[32]), make_space("mbv3", resolutions=[32]).sample(
+            np.random.default_rng(0)), "decode")
