@@ -1,13 +1,22 @@
 """Does a short training budget rank SLM architectures like a 4x longer one?
 
 Samples ``--archs`` distinct architectures (seeded) from the space of
-``recipes/slm_cpu.yaml`` and trains each from the same seed twice with that
-recipe's ``lm`` accuracy settings (byte-level LM on the Python standard
-library's sources): once on the recipe's short token budget, once on
-``--factor`` x that budget, each run with its own complete LR schedule.
-Prints both validation losses, the ranks, and the Kendall tau between the two
-rankings.  Target: tau >= 0.7 (Nemotron-Flash: rankings settle early in
-training, which is what makes the short budget a usable search proxy).
+``recipes/slm_cpu.yaml`` and trains each twice from the same initial weights
+with that recipe's ``lm`` accuracy settings (byte-level LM on the Python
+standard library's sources): once on the recipe's short token budget, once on
+``--factor`` x that budget.  Prints both validation losses, the ranks, and the
+Kendall tau between the two rankings.  Target: tau >= 0.7 (Nemotron-Flash:
+rankings settle early in training, which is what makes the short budget a
+usable search proxy).
+
+As in the search, every candidate trains on the same batches (drawn from the
+run seed) and is scored on the same validation windows, spread over the whole
+validation split.  The recipe's ``constant`` schedule (fixed warm-up, then a
+constant LR) makes the short run exactly the first 1/factor of the long one,
+so the benchmark measures precisely the claim above: how well a candidate's
+position part-way through training predicts its position later.  Pass
+``--set schedule=cosine`` for the alternative where each budget decays over its
+own length.
 
     python benchmarks/slm_proxy_ranking.py [--archs 8] [--seed 0] [--set tokens=32768 ...]
 """
@@ -64,7 +73,8 @@ def main(argv=None) -> None:
         if len(archs) == args.archs:
             break
     corpus = load_corpus(short.corpus, short.max_bytes, short.val_fraction, short.glob)
-    shown = {k: v for k, v in asdict(short).items() if k in ("tokens", "seq_len", "batch_size", "lr")}
+    shown = {k: v for k, v in asdict(short).items() if k in ("tokens", "seq_len", "batch_size", "lr", "schedule",
+                                                           "warmup_tokens", "val_tokens")}
     print(f"{len(archs)} archs from {Path(args.recipe).name} (seed {args.seed}); short {shown}, long "
           f"tokens={settings['long'].tokens}; corpus {short.corpus}: {len(corpus.train)} train / "
           f"{len(corpus.val)} val bytes; {torch.get_num_threads()} thread(s)")
@@ -76,7 +86,7 @@ def main(argv=None) -> None:
         seed = arch_seed(args.seed, str(arch))
         for name, s in settings.items():
             model = build_seeded(space, arch, seed)
-            losses[name].append(train_lm(model, corpus, s, seed)["val_loss"])
+            losses[name].append(train_lm(model, corpus, s, args.seed)["val_loss"])
         params.append(sum(p.numel() for p in model.parameters()))
     elapsed = time.perf_counter() - start
 

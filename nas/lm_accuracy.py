@@ -3,7 +3,8 @@
 ``accuracy: {lm: stdlib, tokens: 65536, seq_len: 128, batch_size: 16}``
 
 Each candidate is trained from scratch on ``tokens`` training tokens (AdamW,
-linear warm-up then cosine decay) and scored on held-out text:
+a linear warm-up of ``warmup_tokens``, then a constant LR, or with
+``schedule: cosine`` a decay to 10% over the run) and scored on held-out text:
 ``val_loss`` (mean next-token cross-entropy, nats/byte) and ``perplexity``
 (``exp(val_loss)``), both minimized.  Nemotron-Flash observed that rankings of
 SLM architectures settle early in training; that is what makes a short budget a
@@ -18,10 +19,14 @@ architecture's vocabulary must be >= 256.  The spec names the corpus:
   to a folder (files matching ``glob``, binary files skipped, each file put in
   train or validation by a stable hash of its relative path).
 
-File order, split and batch sampling are deterministic; each candidate's seed
-derives from the run seed and its canonical string.  The corpus digest is part
-of the fingerprint, so results from different corpora (e.g. another Python
-version's stdlib) never mix in the measurement store.
+File order, split and batch sampling are deterministic.  A candidate's initial
+weights derive from the run seed and its canonical string; its training
+batches and validation windows are the same for all candidates (drawn from
+the run seed), so loss differences come from the architectures, not from the
+text each happened to see.  The constant schedule does not depend on the
+budget, so a short run is exactly the beginning of a longer one.  The corpus
+digest is part of the fingerprint, so results from different corpora (e.g.
+another Python version's stdlib) never mix in the measurement store.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from typing import Any, Mapping, Sequence
 from nas.sources import ACCURACY_SOURCES, MINIMIZE, AccuracySource, RunContext, make_progress, reject_unknown
 
 BYTE_VOCAB = 256
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -47,9 +53,13 @@ class LMSettings:
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 0.1
-    warmup_fraction: float = 0.1
+    #: linear warm-up length, in tokens (absolute, not a fraction of the budget,
+    #: so runs of different budgets share it)
+    warmup_tokens: int = 8192
+    #: ``constant`` (after warm-up) or ``cosine`` (decay to 10% over the run's own budget)
+    schedule: str = "constant"
     grad_clip: float = 1.0
-    #: validation tokens scored (non-overlapping windows from the start of the split)
+    #: validation tokens scored (fixed windows spread over the whole split)
     val_tokens: int = 32768
     val_fraction: float = 0.1
     #: corpus bytes read at most (train + validation)
@@ -60,14 +70,14 @@ class LMSettings:
     threads: int | None = None
 
     def __post_init__(self):
-        for name in ("tokens", "seq_len", "batch_size", "val_tokens", "max_bytes"):
+        for name in ("tokens", "seq_len", "batch_size", "val_tokens", "max_bytes", "warmup_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0:
             raise ValueError("lr and grad_clip must be > 0, weight_decay >= 0")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
@@ -154,21 +164,39 @@ def _as_tensor(data: bytes):
 
 
 def _lr_at(step: int, settings: LMSettings) -> float:
-    warm = int(settings.steps * settings.warmup_fraction)
+    warm = settings.warmup_tokens // (settings.batch_size * settings.seq_len)
     if step < warm:
         return settings.lr * (step + 1) / warm
+    if settings.schedule == "constant":
+        return settings.lr
     progress = (step - warm) / max(1, settings.steps - warm)
     return settings.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def validation_starts(val_len: int, seq_len: int, val_tokens: int) -> tuple[list[int], int]:
+    """Start offsets and length of the ``val_tokens // seq_len`` validation windows:
+    spread evenly over the whole split (non-overlapping while it is long enough),
+    so the score samples every part of the validation text, not just its first
+    file or two; each window keeps its next-token targets inside the split."""
+    import torch
+
+    length = min(seq_len, val_len - 1)
+    windows = max(1, min(val_tokens, val_len - 1) // length)
+    last = val_len - 1 - length
+    if windows == 1:
+        return [0], length
+    return torch.linspace(0, last, windows).round().long().tolist(), length
+
+
 def evaluate_lm(model, val, seq_len: int, val_tokens: int, batch_size: int = 32) -> float:
-    """Mean next-token cross-entropy (nats) over non-overlapping validation windows."""
+    """Mean next-token cross-entropy (nats) over the fixed :func:`validation_starts`
+    windows: every candidate is scored on the same text."""
     import torch
     import torch.nn.functional as F
 
-    windows = max(1, min(val_tokens, len(val) - 1) // seq_len)
-    length = min(seq_len, len(val) - 1)
-    starts = torch.arange(windows) * length
+    offsets, length = validation_starts(len(val), seq_len, val_tokens)
+    starts = torch.tensor(offsets, dtype=torch.long)
+    windows = len(offsets)
     total, count = 0.0, 0
     model.eval()
     with torch.inference_mode():
@@ -185,7 +213,12 @@ def evaluate_lm(model, val, seq_len: int, val_tokens: int, batch_size: int = 32)
 
 
 def train_lm(model, corpus: TextCorpus, settings: LMSettings, seed: int) -> dict[str, float]:
-    """Train ``model`` in place on ``settings.tokens`` tokens; return ``val_loss`` and ``perplexity``."""
+    """Train ``model`` in place on ``settings.tokens`` tokens; return ``val_loss`` and ``perplexity``.
+
+    ``seed`` draws the training windows (the weights are the caller's).  The
+    search passes its run seed, so every candidate sees the same batches in the
+    same order: differences between their losses then come from the
+    architectures, not from which text each happened to be trained on."""
     import torch
     import torch.nn.functional as F
 
@@ -281,7 +314,7 @@ class LMAccuracy(AccuracySource):
         self._check_vocab(arch)
         seed = arch_seed(self.ctx.seed, str(arch))
         model = build_seeded(self.ctx.space, arch, seed)
-        train_lm(model, self.corpus, self.settings, seed)
+        train_lm(model, self.corpus, self.settings, self.ctx.seed)
         return model.eval()
 
     def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
@@ -299,7 +332,7 @@ class LMAccuracy(AccuracySource):
             for text, arch in todo.items():
                 seed = arch_seed(self.ctx.seed, text)
                 model = build_seeded(self.ctx.space, arch, seed)
-                results[text] = train_lm(model, self.corpus, self.settings, seed)
+                results[text] = train_lm(model, self.corpus, self.settings, self.ctx.seed)
                 if store is not None:
                     store.put_many(self.key, skey, {text: results[text]})
                 bar.update(1)

@@ -1,15 +1,19 @@
 """The ``lm`` accuracy source: deterministic corpora, real short LM training."""
 import math
+from dataclasses import replace
 
 import pytest
+import torch
 
 from hardware.store import MeasurementStore
-from nas.lm_accuracy import LMSettings, build_seeded, evaluate_lm, load_corpus, train_lm, _as_tensor
+from nas.accuracy import arch_seed
+from nas.lm_accuracy import (LMSettings, build_seeded, evaluate_lm, load_corpus, train_lm, validation_starts,
+                             _as_tensor, _lr_at)
 from nas.sources import ACCURACY_SOURCES, RunContext, make_source
 from search_spaces import make_space
 
 TINY = {"tokens": 4096, "seq_len": 32, "batch_size": 8, "val_tokens": 1024, "max_bytes": 60000,
-        "threads": 1}
+        "warmup_tokens": 1024, "threads": 1}
 
 
 
@@ -78,6 +82,38 @@ def test_source_evaluates_and_caches(tmp_path, space):
         assert store.count(source.key) == 2
         assert make_source({"lm": "stdlib", **TINY}, ACCURACY_SOURCES, ctx, "accuracy").key == source.key
         assert source.evaluate(archs[:1]) == results[:1]
+        # weights from the candidate's own seed, training batches from the run seed:
+        # every candidate sees the same text in the same order
+        corpus = load_corpus("stdlib", max_bytes=TINY["max_bytes"])
+        again = train_lm(build_seeded(space, archs[1], arch_seed(3, str(archs[1]))), corpus,
+                         LMSettings(**TINY), seed=3)
+        assert again == results[1]
+
+
+def test_validation_windows_span_the_split():
+    starts, length = validation_starts(200_001, 64, 32768)
+    assert length == 64 and len(starts) == 512
+    assert starts[0] == 0 and starts[-1] + length + 1 == 200_001  # reaches the end, targets included
+    assert all(b - a >= length for a, b in zip(starts, starts[1:]))  # non-overlapping
+    assert validation_starts(100, 64, 4096) == ([0], 64)  # a short split: one window that fits
+
+
+def test_constant_schedule_makes_the_short_run_a_prefix_of_a_longer_one():
+    short = LMSettings(tokens=4096, seq_len=32, batch_size=8, warmup_tokens=1024, schedule="constant")
+    long = replace(short, tokens=4 * short.tokens)
+    lrs = [_lr_at(step, long) for step in range(long.steps)]
+    assert [_lr_at(step, short) for step in range(short.steps)] == lrs[:short.steps]
+    # a 4-step warm-up whatever the budget, then constant
+    assert lrs[:4] == pytest.approx([short.lr * k / 4 for k in (1, 2, 3, 4)])
+    assert lrs[4:] == [short.lr] * (long.steps - 4)
+    # cosine decays over each run's own budget, down to 10% of the peak
+    cos_short, cos_long = replace(short, schedule="cosine"), replace(long, schedule="cosine")
+    assert _lr_at(short.steps - 1, cos_short) < _lr_at(short.steps - 1, cos_long)
+    assert _lr_at(long.steps - 1, cos_long) == pytest.approx(0.1 * short.lr, rel=0.01)
+    with pytest.raises(ValueError, match="schedule.*'linear'"):
+        LMSettings(schedule="linear")
+    with pytest.raises(ValueError, match="warmup_tokens"):
+        LMSettings(warmup_tokens=0)
 
 
 def test_vocab_too_small_for_bytes(tmp_path):
@@ -90,10 +126,13 @@ def test_vocab_too_small_for_bytes(tmp_path):
 
 
 def test_slm_recipe_runs_end_to_end(tmp_path):
-    """recipes/slm_cpu.yaml through the real search loop, shrunk to seconds."""
+    """recipes/slm_cpu.yaml through the real search loop, shrunk to seconds, then
+    `hwnas export`: the space's config.json rebuilds the model without hwnas."""
     from pathlib import Path
 
+    from nas.export import export_run, load_exported
     from nas.search import run_search
+    from search_spaces.slm.export import load_slm
 
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "slm_cpu.yaml"
     result = run_search(recipe, [
@@ -109,3 +148,12 @@ def test_slm_recipe_runs_end_to_end(tmp_path):
     for row in result.front:
         assert {"val_loss", "perplexity", "decode_ms", "prefill_ms", "memory_mb"} <= set(row)
         assert row["arch"].startswith("v256_d32_")
+
+    [exported] = export_run(result.run_dir, top=1, progress=False)
+    assert exported.weights == "lm" and exported.onnx_max_abs_diff <= 1e-4
+    framework_model, arch, _ = load_exported(exported.folder)
+    standalone = load_slm(exported.folder)
+    tokens = torch.randint(0, 256, (1, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(standalone(tokens), framework_model(tokens))
+    assert str(arch) == exported.arch
