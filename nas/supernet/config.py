@@ -4,7 +4,7 @@ The recipe loader hands this mapping over unvalidated; :func:`parse_supernet_con
 checks it (unknown keys and bad values are rejected with the key named)::
 
     supernet:
-      dataset: digits          # nas.data name; others need `root`
+      dataset: digits          # nas.data name (digits, digits_distorted: embedded); others need `root`
       root: null               # dataset folder (relative: against the recipe's folder)
       epochs: 10
       batch_size: 64

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from nas.data import load_dataset
@@ -35,3 +36,33 @@ def test_missing_paths_are_named(tmp_path):
         load_dataset("cifar100", 32)
     with pytest.raises(ValueError, match="unknown dataset 'imagenet22k'"):
         load_dataset("imagenet22k", 32, root=tmp_path)
+
+
+def test_distorted_digits_are_seeded_and_split_by_original_digit():
+    from nas.data import distorted_digits
+
+    a = distorted_digits(train_copies=2, val_copies=3, seed=5, canvas=16)
+    b = distorted_digits(train_copies=2, val_copies=3, seed=5, canvas=16)
+    c = distorted_digits(train_copies=2, val_copies=3, seed=6, canvas=16)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    assert not torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])
+    train_x, train_y, val_x, val_y = a
+    assert train_x.shape == (1438 * 2, 1, 16, 16) and val_x.shape == (359 * 3, 1, 16, 16)
+    assert float(train_x.min()) >= 0.0 and float(train_x.max()) <= 1.0
+    # every copy of a digit is a different distortion of it
+    assert not torch.equal(train_x[:1438], train_x[1438:])
+    # the validation digits are plain digits' validation digits, each drawn val_copies times
+    plain = load_dataset("digits", 8)
+    assert torch.equal(val_y, plain.val.tensors[1].repeat(3))
+    with pytest.raises(ValueError, match="copies"):
+        distorted_digits(train_copies=0)
+
+
+def test_distorted_digits_dataset_at_any_resolution():
+    splits = load_dataset("digits_distorted", 12)
+    assert splits.num_classes == 10 and len(splits.train) == 1438 * 6 and len(splits.val) == 359 * 10
+    image, label = splits.val[0]
+    assert image.shape == (3, 12, 12) and 0 <= int(label) < 10
+    assert float(image.min()) >= -1.0 and float(image.max()) <= 1.0
+    assert load_dataset("digits_distorted", 12) is splits  # generated once per process
