@@ -135,7 +135,7 @@ def _validate(data: dict, source: str | None) -> Recipe:
             raise RecipeError(f"{where}: space.name: required key is missing")
         name = space.pop("name")
         data["space"] = {"name": name, "options": space}
-    recipe = _build(Recipe, data, where, "")
+    recipe = parse_section(Recipe, data, where, "")
     recipe.source = source
     _check_values(recipe, where)
     return recipe
@@ -156,7 +156,9 @@ def _check_values(recipe: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: search.objectives: must be a non-empty list of metric names")
 
 
-def _build(cls, data: Any, where: str, prefix: str):
+def parse_section(cls, data: Any, where: str, prefix: str):
+    """Build dataclass ``cls`` from a mapping, checked against its type hints: unknown
+    and missing keys and wrong types raise :class:`RecipeError` naming ``where: prefix<key>``."""
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: {prefix.rstrip('.') or 'recipe'}: expected a mapping, "
                           f"got {type(data).__name__}")
@@ -195,7 +197,7 @@ def _coerce(hint, value, where: str, key: str):
         raise errors[0] if len(errors) == 1 else RecipeError(
             f"{where}: {key}: unexpected value {value!r}")
     if is_dataclass(hint):
-        return _build(hint, value if value is not None else {}, where, f"{key}.")
+        return parse_section(hint, value if value is not None else {}, where, f"{key}.")
     expected = origin or hint
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

@@ -51,7 +51,7 @@ def prepare_training(recipe_path, overrides=()):
 
     recipe = load_recipe(recipe_path, overrides)
     where = recipe.source or "<recipe>"
-    config = parse_supernet_config(recipe.supernet, f"{where}: supernet")
+    config = parse_supernet_config(recipe.supernet, where)
     try:
         space = make_space(recipe.space.name, **recipe.space.options)
     except (KeyError, ValueError) as exc:

@@ -20,8 +20,7 @@ checks it (unknown keys and bad values are rejected with the key named)::
 """
 from __future__ import annotations
 
-import difflib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -63,52 +62,18 @@ class SupernetConfig:
         return asdict(self)
 
 
-_TYPES = {
-    "dataset": (str,), "root": (str, type(None)),
-    "epochs": (int,), "batch_size": (int,), "optimizer": (str,), "lr": (float,),
-    "momentum": (float,), "weight_decay": (float,), "warmup_epochs": (float,),
-    "label_smoothing": (float,), "num_random": (int,), "distill": (bool,), "augment": (bool,),
-    "workers": (int,), "amp": (bool,), "device": (str,), "calib_batches": (int,),
-    "validate": (bool,), "threads": (int, type(None)), "seed": (int, type(None)),
-    "output": (str, type(None)),
-}
-
 #: keys that do not change the trained weights (a run may resume with other values)
 RUNTIME_KEYS = ("workers", "threads", "device", "validate", "calib_batches", "output")
 
 
-def parse_supernet_config(data: Mapping[str, Any] | None, where: str = "supernet") -> SupernetConfig:
-    """Validate a ``supernet:`` mapping; errors name ``where.<key>``."""
-    if data is None:
-        return SupernetConfig()
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    known = [f.name for f in fields(SupernetConfig)]
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; allowed: {sorted(known)}"
-            raise ValueError(f"{where}.{key}: unknown key{hint}")
-        values[key] = _coerce(key, value, where)
-    config = SupernetConfig(**values)
-    _check(config, where)
+def parse_supernet_config(data: Mapping[str, Any] | None, where: str = "<recipe>") -> SupernetConfig:
+    """Validate a recipe's ``supernet:`` mapping (the recipe's own section parser: unknown
+    keys and wrong types are rejected); errors name ``where: supernet.<key>``."""
+    from nas.recipe import parse_section
+
+    config = SupernetConfig() if data is None else parse_section(SupernetConfig, data, where, "supernet.")
+    _check(config, f"{where}: supernet")
     return config
-
-
-def _coerce(key: str, value: Any, where: str) -> Any:
-    types = _TYPES[key]
-    if float in types and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, bool) and bool not in types:
-        raise ValueError(f"{where}.{key}: expected {_names(types)}, got {value!r}")
-    if not isinstance(value, types):
-        raise ValueError(f"{where}.{key}: expected {_names(types)}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _names(types: tuple) -> str:
-    return " or ".join("null" if t is type(None) else t.__name__ for t in types)
 
 
 def _check(c: SupernetConfig, where: str) -> None:
