@@ -45,8 +45,10 @@ def server():
         yield srv
 
 
-def post(url: str, body: bytes, token: str | None = TOKEN, path: str = "/measure") -> tuple[int, dict]:
-    request = urllib.request.Request(url + path, data=body, method="POST")
+def call(url: str, body: bytes | None = None, token: str | None = TOKEN, path: str = "/measure"
+         ) -> tuple[int, dict]:
+    """POST ``body`` (or GET when None) to the server; (HTTP status, decoded JSON answer)."""
+    request = urllib.request.Request(url + path, data=body, method="POST" if body is not None else "GET")
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -54,17 +56,14 @@ def post(url: str, body: bytes, token: str | None = TOKEN, path: str = "/measure
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def post(url: str, body: bytes, token: str | None = TOKEN, path: str = "/measure") -> tuple[int, dict]:
+    return call(url, body, token, path)
 
 
 def get(url: str, token: str | None = TOKEN, path: str = "/info") -> tuple[int, dict]:
-    request = urllib.request.Request(url + path)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return call(url, None, token, path)
 
 
 def good_body(seed: int = 0) -> bytes:
