@@ -13,6 +13,20 @@ def test_cpu_tensors_use_the_reference():
     assert kernels.fused_scan(x, x, x, torch.zeros(1, 1, 4), None, None, 4) is None
 
 
+def _fla_naive(q, k, v, g, beta):
+    """fla's own pure-PyTorch recurrences, in its [B, T, H, d] layout."""
+    from fla.ops.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
+    from fla.ops.simple_gla.naive import naive_recurrent_simple_gla
+
+    q, k, v, g = (x.transpose(1, 2).contiguous() for x in (q, k, v, g))
+    if beta is None:
+        out, state = naive_recurrent_simple_gla(q, k, v, g, scale=1.0, output_final_state=True)
+    else:
+        out, state = naive_recurrent_gated_delta_rule(q, k, v, beta.transpose(1, 2).contiguous(), g,
+                                                      scale=1.0, output_final_state=True)
+    return out.transpose(1, 2), state
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("delta", [False, True])
 def test_fused_kernels_match_reference(delta):
@@ -28,7 +42,13 @@ def test_fused_kernels_match_reference(delta):
     g = -torch.rand(b, h, t, generator=gen) * 0.1
     beta = torch.rand(b, h, t, generator=gen) if delta else None
     ref, ref_state = chunked_scan(q, k, v, g, beta, None, 32)
+    # same semantics as fla's own recurrence (layout, scale, gate, delta update), to fp32 rounding
+    naive, naive_state = _fla_naive(q, k, v, g, beta)
+    assert (naive - ref).abs().max().item() <= 1e-5
+    assert (naive_state - ref_state).abs().max().item() <= 1e-5
     cuda = [x.cuda() if x is not None else None for x in (q, k, v, g, beta)]
     out, state = kernels.fused_scan(*cuda, None, 64)
-    assert (out.cpu() - ref).abs().max().item() <= 1e-3
-    assert (state.cpu() - ref_state).abs().max().item() <= 1e-3
+    # fla's chunk kernels multiply in TF32 on Ampere and later (10-bit mantissa): measured on
+    # an H200, outputs of magnitude ~1 differ from the fp32 recurrence by up to 4e-3
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(state.cpu(), ref_state, rtol=1e-2, atol=1e-2)
