@@ -14,7 +14,11 @@ checks it (unknown keys and bad values are rejected with the key named)::
       warmup_epochs: 0.5
       num_random: 2            # sandwich rule: largest + smallest + num_random random sub-networks,
                                # all at the batch's resolution (drawn per batch from the space's)
-      distill: true            # in-place distillation from the largest sub-network
+      distill: true            # in-place distillation from the largest sub-network; in short
+                               # runs a teacher still near chance slows every student (see
+                               # benchmarks/supernet_ranking.py, which measures both)
+      largest_first_epochs: 0  # train only the largest sub-network this long first (OFA's
+                               # first phase), then the full sandwich
       workers: 0
       output: null             # default: <recipe output>/supernet
 """
@@ -42,6 +46,8 @@ class SupernetConfig:
     label_smoothing: float = 0.1
     num_random: int = 2
     distill: bool = True
+    #: leading epochs (may be fractional) that train only the largest sub-network
+    largest_first_epochs: float = 0.0
     #: train-time augmentation for folder datasets (the embedded digits have none)
     augment: bool = True
     workers: int = 0
@@ -83,7 +89,8 @@ def _check(c: SupernetConfig, where: str) -> None:
         if value <= 0:
             raise ValueError(f"{where}.{key}: must be > 0, got {value}")
     non_negative = {"num_random": c.num_random, "workers": c.workers, "weight_decay": c.weight_decay,
-                    "warmup_epochs": c.warmup_epochs, "momentum": c.momentum}
+                    "warmup_epochs": c.warmup_epochs, "momentum": c.momentum,
+                    "largest_first_epochs": c.largest_first_epochs}
     for key, value in non_negative.items():
         if value < 0:
             raise ValueError(f"{where}.{key}: must be >= 0, got {value}")
@@ -91,6 +98,9 @@ def _check(c: SupernetConfig, where: str) -> None:
         raise ValueError(f"{where}.label_smoothing: must be in [0, 1), got {c.label_smoothing}")
     if c.warmup_epochs >= c.epochs:
         raise ValueError(f"{where}.warmup_epochs: must be < epochs ({c.epochs}), got {c.warmup_epochs}")
+    if c.largest_first_epochs >= c.epochs:
+        raise ValueError(f"{where}.largest_first_epochs: must be < epochs ({c.epochs}), "
+                         f"got {c.largest_first_epochs}")
     if c.optimizer not in OPTIMIZERS:
         raise ValueError(f"{where}.optimizer: {c.optimizer!r} is not one of {list(OPTIMIZERS)}")
     if c.device not in DEVICES:

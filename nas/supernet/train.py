@@ -13,6 +13,12 @@ Every step (the sandwich rule of BigNAS / AttentiveNAS):
    or AdamW, per-step cosine schedule with optional linear warm-up, no weight
    decay on norms and biases).
 
+With ``largest_first_epochs`` > 0 the run starts with once-for-all's first
+phase: only the largest sub-network trains, then the full sandwich takes over.
+A teacher that is still near chance gives in-place distillation nothing to
+pass on, and its students' gradients pull the shared weights toward its
+near-uniform outputs instead.
+
 Images come from :func:`nas.data.load_dataset` at the batch's resolution:
 exactly what a sub-network is later recalibrated and validated on.  Drawing
 the resolution per batch (rather than giving the largest network the largest
@@ -321,8 +327,10 @@ def _train_epoch(supernet, train_set, resolutions, config, epoch, seed, largest,
     batches = ResolutionBatches(len(train_set), config.batch_size, resolutions, generator)
     loader = DataLoader(train_set, batch_sampler=batches, num_workers=config.workers,
                         pin_memory=device.type == "cuda")
+    largest_first_steps = int(round(config.largest_first_epochs * steps_per_epoch))
     supernet.train()
     sums = {"loss": 0.0, "largest": 0.0, "smallest": 0.0, "random": 0.0}
+    counts = dict.fromkeys(sums, 0)  # steps that trained each member (largest-first steps have one)
     started = time.perf_counter()
     bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                disable=not progress, leave=False, dynamic_ncols=True)
@@ -332,6 +340,9 @@ def _train_epoch(supernet, train_set, resolutions, config, epoch, seed, largest,
             labels = labels.to(device, non_blocking=True)
             resolution = int(images.shape[-1])
             archs = [largest, smallest] + [space.sample(sampler_rng) for _ in range(config.num_random)]
+            if len(history) < largest_first_steps:
+                # drawn and dropped, so the sampler stream is the same whatever the phase length
+                archs = archs[:1]
             archs = [at_resolution(space, arch, resolution) for arch in archs]
             lr = optimizer.param_groups[0]["lr"]
             optimizer.zero_grad(set_to_none=True)
@@ -358,27 +369,27 @@ def _train_epoch(supernet, train_set, resolutions, config, epoch, seed, largest,
             randoms = member_losses[2:]
             entry = {"epoch": epoch + 1, "step": len(history) + 1, "lr": lr, "resolution": resolution,
                      "loss": sum(member_losses), "largest": member_losses[0],
-                     "smallest": member_losses[1],
+                     "smallest": member_losses[1] if len(member_losses) > 1 else None,
                      "random": sum(randoms) / len(randoms) if randoms else None}
             history.append(entry)
             losses_file.write(json.dumps(entry) + "\n")
             for key in sums:
-                sums[key] += entry[key] or 0.0
+                if entry[key] is not None:
+                    sums[key] += entry[key]
+                    counts[key] += 1
             bar.set_postfix(loss=f"{entry['loss']:.3f}", largest=f"{entry['largest']:.3f}")
     bar.close()
-    count = max(1, steps_per_epoch)
     summary = {"epoch": epoch + 1, "seconds": time.perf_counter() - started,
-               **{k: v / count for k, v in sums.items()}}
-    if not config.num_random:
-        summary["random"] = None
+               **{k: sums[k] / counts[k] if counts[k] else None for k in sums}}
     return summary
 
 
 def _describe(summary: dict[str, Any], epochs: int) -> str:
     parts = [f"epoch {summary['epoch']}/{epochs}: loss {summary['loss']:.4f} "
-             f"(largest {summary['largest']:.4f}, smallest {summary['smallest']:.4f}"]
-    if summary.get("random") is not None:
-        parts.append(f", random {summary['random']:.4f}")
+             f"(largest {summary['largest']:.4f}"]
+    for member in ("smallest", "random"):
+        if summary.get(member) is not None:
+            parts.append(f", {member} {summary[member]:.4f}")
     parts.append(f"), {summary['seconds']:.1f} s")
     if "val_largest" in summary:
         parts.append(f"; val acc largest {summary['val_largest']:.2f}%, "

@@ -100,6 +100,18 @@ def test_config_rejects_unknown_and_bad_keys():
     with pytest.raises(ValueError, match=r"supernet\.distill: expected bool"):
         parse_supernet_config({"distill": "yes"})
     assert parse_supernet_config({"lr": 1}).lr == 1.0
+    with pytest.raises(ValueError, match=r"supernet\.largest_first_epochs: must be < epochs"):
+        parse_supernet_config({"epochs": 2, "largest_first_epochs": 2})
+
+
+def test_largest_first_phase_trains_only_the_largest(tmp_path):
+    config = parse_supernet_config({**TINY_SUPERNET, "largest_first_epochs": 1})
+    result = train_supernet(_tiny_space(), config, tmp_path / "sn", seed=0, progress=False, log=None)
+    steps_per_epoch = len(result.history) // 2
+    first, rest = result.history[:steps_per_epoch], result.history[steps_per_epoch:]
+    assert all(h["smallest"] is None and h["random"] is None for h in first)
+    assert all(h["smallest"] is not None and h["random"] is not None for h in rest)
+    assert result.epochs[0]["smallest"] is None and result.epochs[1]["smallest"] is not None
 
 
 def _write_recipe(tmp_path, name="sn", **supernet):
