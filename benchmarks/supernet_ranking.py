@@ -71,6 +71,7 @@ Target (issue 5): Kendall tau >= 0.6.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
@@ -194,9 +195,8 @@ def make_benchmark_space(args):
 def pick_candidates(space, args, workdir: Path):
     """``(archs, macs, latency_ms, latency_seconds)`` of the compared candidates."""
     rng = np.random.default_rng(args.seed)
-    draw = space.sample if args.sampler == "uniform" else sample_size_spread
-    pool = list({str(a): a for a in (draw(rng) if draw is space.sample else draw(space, rng)
-                                     for _ in range(args.pool))}.values())
+    draw = space.sample if args.sampler == "uniform" else functools.partial(sample_size_spread, space)
+    pool = list({str(a): a for a in (draw(rng) for _ in range(args.pool))}.values())
     macs = [space.features(a)["macs"] / 1e6 for a in pool]
     t0 = time.perf_counter()
     if args.select == "latency":
