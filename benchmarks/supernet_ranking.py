@@ -4,9 +4,9 @@ On the embedded ``digits_distorted`` dataset (nothing downloaded; see
 :mod:`nas.data`: 8,628 training and 3,590 validation images, distorted copies
 of scikit-learn's digits on a 32x32 canvas), for the mbv3 space at resolutions
 16 and 24, width 0.5, kernels 3/5, expansions 3/4/6 and depths 1-3.  A run
-takes about 25 minutes on one core of this machine (measured with two seeds
+takes about 30 minutes on one core of this machine (measured with two seeds
 side by side: the 4-epoch supernet 5 minutes, the 24 stand-alone trainings
-about 20).  Why these choices:
+23-25).  Why these choices:
 
 * plain ``digits`` saturates: every candidate reaches 95-97% and its 359
   validation images move accuracy in 0.3-point steps, so two stand-alone
