@@ -178,6 +178,11 @@ def _distorted_canvas():
     return distorted_digits()
 
 
+def _normalized_rgb(images):
+    """Grey images in [0, 1] -> [-1, 1], broadcast to 3 channels (a view)."""
+    return ((images - 0.5) / 0.5).expand(-1, 3, -1, -1)
+
+
 @functools.lru_cache(maxsize=8)
 def _distorted_at(resolution: int) -> DataSplits:
     import torch.nn.functional as F
@@ -191,7 +196,7 @@ def _distorted_at(resolution: int) -> DataSplits:
             images = F.interpolate(images, size=(resolution, resolution), mode="bilinear",
                                    align_corners=False, antialias=True)
         # one stored channel, broadcast to RGB as a view (a third of the memory)
-        return ((images - 0.5) / 0.5).expand(-1, 3, -1, -1)
+        return _normalized_rgb(images)
 
     return DataSplits(TensorDataset(at(train_x), train_y), TensorDataset(at(val_x), val_y), 10)
 
@@ -206,7 +211,7 @@ def _digits(resolution: int) -> DataSplits:
     bunch = load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
-    images = ((images - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
+    images = _normalized_rgb(images).contiguous()
     labels = torch.tensor(bunch.target, dtype=torch.long)
     # fixed split so every run and every candidate sees the same validation set
     val_idx, train_idx = (torch.from_numpy(i) for i in _digits_split(len(labels)))

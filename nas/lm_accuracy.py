@@ -307,18 +307,20 @@ class LMAccuracy(AccuracySource):
             raise ValueError(f"accuracy.lm uses byte tokens (ids 0..255) but {arch} has vocabulary "
                              f"{vocab}; allow vocab_sizes >= {BYTE_VOCAB} in the space")
 
+    def _train(self, arch):
+        """``(model, metrics)``: weights from the candidate's own seed, batches from the run seed."""
+        from nas.accuracy import arch_seed
+
+        model = build_seeded(self.ctx.space, arch, arch_seed(self.ctx.seed, str(arch)))
+        metrics = train_lm(model, self.corpus, self.settings, self.ctx.seed)
+        return model.eval(), metrics
+
     def trained_model(self, arch):
         """The candidate trained exactly as during the search (used by export)."""
-        from nas.accuracy import arch_seed
-
         self._check_vocab(arch)
-        seed = arch_seed(self.ctx.seed, str(arch))
-        model = build_seeded(self.ctx.space, arch, seed)
-        train_lm(model, self.corpus, self.settings, self.ctx.seed)
-        return model.eval()
+        return self._train(arch)[0]
 
     def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
-        from nas.accuracy import arch_seed
         from nas.latency import space_key
 
         for arch in archs:
@@ -330,9 +332,7 @@ class LMAccuracy(AccuracySource):
         todo = {t: a for t, a in zip(texts, archs) if t not in results}
         with make_progress(len(todo), "training", self.ctx.progress) as bar:
             for text, arch in todo.items():
-                seed = arch_seed(self.ctx.seed, text)
-                model = build_seeded(self.ctx.space, arch, seed)
-                results[text] = train_lm(model, self.corpus, self.settings, self.ctx.seed)
+                results[text] = self._train(arch)[1]
                 if store is not None:
                     store.put_many(self.key, skey, {text: results[text]})
                 bar.update(1)

@@ -96,11 +96,9 @@ def _check(c: SupernetConfig, where: str) -> None:
             raise ValueError(f"{where}.{key}: must be >= 0, got {value}")
     if not 0 <= c.label_smoothing < 1:
         raise ValueError(f"{where}.label_smoothing: must be in [0, 1), got {c.label_smoothing}")
-    if c.warmup_epochs >= c.epochs:
-        raise ValueError(f"{where}.warmup_epochs: must be < epochs ({c.epochs}), got {c.warmup_epochs}")
-    if c.largest_first_epochs >= c.epochs:
-        raise ValueError(f"{where}.largest_first_epochs: must be < epochs ({c.epochs}), "
-                         f"got {c.largest_first_epochs}")
+    for key in ("warmup_epochs", "largest_first_epochs"):
+        if getattr(c, key) >= c.epochs:
+            raise ValueError(f"{where}.{key}: must be < epochs ({c.epochs}), got {getattr(c, key)}")
     if c.optimizer not in OPTIMIZERS:
         raise ValueError(f"{where}.optimizer: {c.optimizer!r} is not one of {list(OPTIMIZERS)}")
     if c.device not in DEVICES:
