@@ -5,17 +5,17 @@ For ``mbv3`` on this machine, one runner configuration plays the unseen device
 real configurations measured here (ONNX Runtime 1 and 2 threads, PyTorch
 eager; batch 1 and 4) plus the seeded analytic device family.  The unseen
 device is onboarded exactly as ``hwnas device add`` does it (informative
-reference set from a sampled pool, transfer predictor adapted on N
+reference set from a sampled pool, source-mixture predictor adapted on N
 measurements), then 200 *other* sampled architectures are measured for real and
 compared with the predictions.  Printed per N in {10, 20, 50}: Spearman and
 MAPE of ``device add``'s two predictors (the few-shot predictor of
-``predictors/`` meta-trained on the source bank, the default; the NNLS transfer
-predictor), of the few-shot predictor meta-trained on the measured source
-table instead, of the transfer predictor with analytic sources only, and of
-the MACs proxy (MACs scaled to ms by a fit on the same N measurements); also
-against a second measurement of 40 test archs, with their test-retest
-agreement as the noise ceiling.  Targets: Spearman >= 0.95 and MAPE <= 10% at
-N = 20 (checked on the default predictor).
+``predictors/`` meta-trained on the source bank, the default; the NNLS
+source-mixture predictor ``predictors.mixture``), of the few-shot predictor
+meta-trained on the measured source table instead, of the mixture with
+analytic sources only, and of the MACs proxy (MACs scaled to ms by a fit on
+the same N measurements); also against a second measurement of 40 test archs,
+with their test-retest agreement as the noise ceiling.  Targets: Spearman >=
+0.95 and MAPE <= 10% at N = 20 (checked on the default predictor).
 
 Measurements are cached in a SQLite store (default
 ``$HWNAS_HOME/bench_onboarding.db``), so a rerun only re-fits.  On a shared
@@ -60,11 +60,11 @@ def main() -> int:
 
     torch.set_num_threads(1)
     from hardware.analytic import sample_devices
-    from hardware.onboarding import (FeatureCache, TransferPredictor, fewshot_from_bank, make_predictor,
-                                     quality, sample_pool, select_reference)
     from hardware.store import MeasurementStore
-    from nas.latency import RunnerLatency
+    from nas.sources.runner import RunnerLatency
     from nas.sources import RunContext
+    from predictors.mixture import (SourceMixture, fewshot_from_bank, make_mixture, quality, sample_pool,
+                                    select_reference)
     from search_spaces import make_space
 
     home = Path(os.environ.get("HWNAS_HOME", "~/.hwnas")).expanduser()
@@ -122,10 +122,11 @@ def main() -> int:
         print(f"  noise ceiling: {len(sub)} test archs measured twice: test-retest Spearman {r['spearman']:.3f}, "
               f"mean |difference| {r['mape'] * 100:.1f}%")
 
-    cache = FeatureCache(space)
     t0 = time.perf_counter()
-    full = make_predictor(space, store, cache, batch_size=UNSEEN[2], exclude=[target.key])
-    analytic_only = TransferPredictor(space.name, [], sample_devices(8, 0), UNSEEN[2])
+    full = make_mixture(space, store, batch_size=UNSEEN[2], exclude=[target.key])
+    analytic_only = SourceMixture(space, [], sample_devices(8, 0), UNSEEN[2])
+    # one feature cache for every bank, as before (speed only: the numbers do not depend on it)
+    cache = analytic_only.cache = full.cache
     print(f"  bank: {len(full.real)} real sources "
           f"({', '.join(f'{s.name} fit MAPE {s.fit_mape * 100:.1f}%' for s in full.real)}), "
           f"{len(full.analytic)} analytic ({time.perf_counter() - t0:.1f} s)")
@@ -141,14 +142,14 @@ def main() -> int:
     fewshot = FewShotPredictor.pretrain(space, src_archs, table, names, seed=0)
     print(f"  fewshot (predictors/) meta-trained on {len(names)} sources x {len(src_archs)} archs "
           f"({time.perf_counter() - t0:.1f} s)")
-    pool_basis = full.basis(cache, pool)
+    pool_basis = full.basis(pool)
     t0 = time.perf_counter()
     fewshot_bank = fewshot_from_bank(space, pool, pool_basis, full.source_names, seed=0)
     print(f"  fewshot meta-trained on the bank's pool table ({len(full.source_names)} sources x {len(pool)} "
           f"archs, as device add does) ({time.perf_counter() - t0:.1f} s)")
-    test_basis = full.basis(cache, test)
-    test_basis_analytic = analytic_only.basis(cache, test)
-    pool_basis_analytic = analytic_only.basis(cache, pool)
+    test_basis = full.basis(test)
+    test_basis_analytic = analytic_only.basis(test)
+    pool_basis_analytic = analytic_only.basis(pool)
     macs_pool = np.array([space.features(a)["macs"] for a in pool])
     macs_test = np.array([space.features(a)["macs"] for a in test])
 
@@ -167,22 +168,22 @@ def main() -> int:
         ref = [pool[i] for i in chosen]
         measured_ref = np.array([m["latency_ms"] for m in target.evaluate(ref)])
         t0 = time.perf_counter()
-        loo = full.adapt(pool_basis[chosen], measured_ref)
+        loo = full.fit_encoded(pool_basis[chosen], measured_ref).loo
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         fewshot_bank.fit(ref, measured_ref)
         fit_f = time.perf_counter() - t0
         q = line(n, "device add --predictor fewshot", fewshot_bank.predict(test), f"fit {fit_f * 1e3:.0f} ms")
         rows.append((n, q))
-        line(n, "device add --predictor transfer", full.predict_basis(test_basis),
+        line(n, "device add --predictor mixture", full.predict_encoded(test_basis),
              f"{full.method}, LOO MAPE {loo[full.method] * 100:.1f}%, fit {fit_s * 1e3:.0f} ms")
         fewshot.fit(ref, measured_ref)
         line(n, "fewshot on measured source table", fewshot.predict(test))
         chosen_a = select_reference(pool_basis_analytic, n)
         ref_a = [pool[i] for i in chosen_a]
         measured_a = np.array([m["latency_ms"] for m in target.evaluate(ref_a)])
-        analytic_only.adapt(pool_basis_analytic[chosen_a], measured_a)
-        line(n, "transfer, analytic sources only", analytic_only.predict_basis(test_basis_analytic),
+        analytic_only.fit_encoded(pool_basis_analytic[chosen_a], measured_a)
+        line(n, "mixture, analytic sources only", analytic_only.predict_encoded(test_basis_analytic),
              analytic_only.method)
         # MACs proxy: ms = a * MACs + b fitted on the same reference measurements
         a, b = np.polyfit(macs_pool[chosen], measured_ref, 1)

@@ -1,15 +1,28 @@
 """The runner interface: how one architecture's latency is measured.
 
-Lifecycle of a ``Runner`` (driven by :func:`hardware.protocol.measure`)::
+Every entry of ``RUNNERS`` is a :class:`Runner`::
 
-    runner = RUNNERS.get(name)(**options)
-    fp = runner.fingerprint(input_shape)        # what the numbers mean
+    runner = RUNNERS.get(name)(**asdict(options))   # options: an instance of runner.Options
+    fp = runner.fingerprint()                       # what the numbers mean
+    results = runner.measure_batch(candidates, protocol, rng, progress)
+
+Most runners time on this machine: they subclass :class:`TimedRunner` and
+provide ``prepare``/``time``/``release``, and ``measure_batch`` runs
+:func:`hardware.protocol.measure` over them::
+
     handle = runner.prepare(model, example)     # export / compile / load, once
     ms = runner.time(handle, iterations)        # mean ms per forward, many times
     runner.release(handle)
 
-Runners only time; warm-up, interleaving and statistics live in one place,
-the protocol, so every backend gets the same noise handling.
+Timed runners only time; warm-up, interleaving and statistics live in one
+place, the protocol, so every backend gets the same noise handling.  Runners
+that time elsewhere (``remote``) override ``measure_batch`` and send the whole
+batch to the device, which runs that same protocol.
+
+Each runner class declares ``Options``: a frozen dataclass whose fields are
+exactly its constructor's keyword arguments.  Recipes are parsed into it (so a
+bad value is reported with its key before anything runs); a conformance test
+holds every registered runner to that rule.
 """
 from __future__ import annotations
 
@@ -17,8 +30,14 @@ import abc
 import hashlib
 import json
 import platform
+import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+from hardware.protocol import Candidate, Measurement, Protocol, measure
+from hardware.timing import timing_lock
 
 
 def cpu_model() -> str:
@@ -59,25 +78,70 @@ class Fingerprint:
                 f"batch {self.batch_size}, {self.dtype})")
 
 
+#: ``dataclasses.field`` metadata of options (read by the recipe parser, ``nas.options``):
+#: an input path, made absolute against the recipe's folder
+PATH = {"path": "always"}
+#: a secret (a token): never written back to disk
+SECRET = {"secret": True}
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """Options every runner takes; runners with more subclass this."""
+
+    threads: int = 1
+    batch_size: int = 1
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for name in ("threads", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
 class Runner(abc.ABC):
-    """Measures latency of a ``torch.nn.Module`` on one backend."""
+    """Measures the latency of batches of candidate networks on one device."""
 
     name: str = ""
-    #: models a runner can hold prepared at once (memory bound for interleaving)
-    max_prepared: int = 16
+    Options: ClassVar[type] = RunnerOptions
+    #: wall-clock ``(start, end)`` of the last ``measure_batch``'s timing on this machine
+    #: (inside the timing lock); ``None`` where the timing happens elsewhere
+    timing_window: tuple[float, float] | None = None
 
     def __init__(self, threads: int = 1, batch_size: int = 1, dtype: str = "float32"):
-        if int(threads) < 1:
-            raise ValueError(f"runner {self.name!r}: threads must be >= 1, got {threads}")
-        if int(batch_size) < 1:
-            raise ValueError(f"runner {self.name!r}: batch_size must be >= 1, got {batch_size}")
-        self.threads = int(threads)
-        self.batch_size = int(batch_size)
-        self.dtype = dtype
+        checked = RunnerOptions(int(threads), int(batch_size), dtype)
+        self.threads, self.batch_size, self.dtype = checked.threads, checked.batch_size, checked.dtype
 
     @abc.abstractmethod
     def fingerprint(self) -> Fingerprint:
         """Identity of the measurement conditions (stable across runs on the same setup)."""
+
+    @abc.abstractmethod
+    def measure_batch(self, candidates: Sequence[Candidate], protocol: Protocol,
+                      rng: np.random.Generator, progress: Callable[[int], None] | None = None
+                      ) -> dict[str, Measurement]:
+        """Measure every candidate under ``protocol``; ``progress(n)`` after each ``n`` done."""
+
+    def close(self) -> None:
+        """Release sessions and connections (default: nothing to release)."""
+
+
+class TimedRunner(Runner):
+    """A runner that times on this machine: the protocol drives ``prepare``/``time``."""
+
+    #: models a runner can hold prepared at once (memory bound for interleaving)
+    max_prepared: int = 16
+
+    def measure_batch(self, candidates: Sequence[Candidate], protocol: Protocol,
+                      rng: np.random.Generator, progress: Callable[[int], None] | None = None
+                      ) -> dict[str, Measurement]:
+        # one timer per machine: another process timing now would distort both
+        with timing_lock(what=f"{self.name} x{len(candidates)}"):
+            start = time.time()
+            try:
+                return measure(self, candidates, protocol, rng, progress)
+            finally:
+                self.timing_window = (start, time.time())
 
     @abc.abstractmethod
     def prepare(self, model, example) -> Any:

@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
-from hardware.base import Fingerprint, Runner, cpu_model
+from hardware.base import Fingerprint, RunnerOptions, TimedRunner, cpu_model
 
 
-class TorchCPURunner(Runner):
+@dataclass(frozen=True)
+class OnnxRuntimeCPUOptions(RunnerOptions):
+    opset: int = 17
+
+
+class TorchCPURunner(TimedRunner):
     """PyTorch eager on the CPU under ``torch.inference_mode``."""
 
     name = "torch_cpu"
@@ -42,10 +48,11 @@ class TorchCPURunner(Runner):
         return elapsed * 1e3 / iterations
 
 
-class OnnxRuntimeCPURunner(Runner):
+class OnnxRuntimeCPURunner(TimedRunner):
     """Exports with ``torch.onnx`` and times an ONNX Runtime CPU session."""
 
     name = "onnxruntime"
+    Options = OnnxRuntimeCPUOptions
     # sessions of mobile-sized nets take tens of MB; 32 keeps groups large
     max_prepared = 32
 

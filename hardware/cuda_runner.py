@@ -12,9 +12,10 @@ CPU-only machines; without a device the runner raises :class:`BackendUnavailable
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from hardware.base import Fingerprint, Runner
+from hardware.base import Fingerprint, RunnerOptions, TimedRunner
 
 #: accepted spellings of the measurement dtype -> torch attribute name
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
@@ -49,10 +50,20 @@ def require_cuda(runner: str, index: int):
     return torch
 
 
-class TorchCUDARunner(Runner):
+@dataclass(frozen=True)
+class TorchCUDAOptions(RunnerOptions):
+    cuda_graphs: bool = False
+    compile: bool = False
+    compile_mode: str = "default"
+    channels_last: bool = False
+    device_index: int = 0
+
+
+class TorchCUDARunner(TimedRunner):
     """PyTorch inference on one CUDA device."""
 
     name = "torch_cuda"
+    Options = TorchCUDAOptions
     max_prepared = 16
 
     def __init__(self, threads: int = 1, batch_size: int = 1, dtype: str = "float32",

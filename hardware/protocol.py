@@ -60,10 +60,6 @@ def measure(runner, candidates: Sequence[Candidate], protocol: Protocol = Protoc
     """Measure ``candidates`` with interleaved rounds, ``runner.max_prepared`` at a time
     (larger sets in anchor-linked groups)."""
     rng = np.random.default_rng(0) if rng is None else rng
-    delegate = getattr(runner, "measure_candidates", None)
-    if delegate is not None:
-        # runners that time elsewhere (hardware.remote) run this same protocol on the device
-        return delegate(candidates, protocol, rng, progress)
     chunk = max(2, int(runner.max_prepared))
     if len(candidates) <= chunk:
         return _measure_group(runner, list(candidates), protocol, rng, progress)

@@ -1,9 +1,8 @@
-"""The ``slm`` latency source: prefill latency, per-token decode latency and
-cache memory of ``hybrid_slm`` language models, measured with PyTorch.
+"""Timing token models: prefill latency, per-token decode latency and cache
+memory of ``hybrid_slm`` language models, measured with PyTorch (the engine
+of the ``slm`` latency source, ``nas.sources.slm``).
 
-``latency: {slm: cpu, threads: 1, batch_size: 1, prompt_len: 128, context_len: 1024}``
-
-Metrics (all minimized):
+Metrics:
 
 * ``prefill_ms``: one forward over a ``prompt_len``-token prompt (time to first token);
 * ``decode_ms``: one cached decode step with ``context_len`` tokens already in
@@ -17,25 +16,13 @@ interleaved rounds in a seeded shuffled order, median of round medians.  A
 decode timing sample starts from a freshly built cache of ``context_len``
 tokens (random contents: cost depends on the cache's size, not its values),
 so the context grows by at most ``max_iterations`` tokens while it is timed.
-Results are cached in the run's measurement store, keyed on the fingerprint.
-The spec is the device: ``cpu`` or ``cuda`` (timed with synchronisation);
-``device_name`` optionally binds a name to these conditions in the store, and
-the protocol's keys (``rounds``, ``repeats``, ``warmup``, ``target_ms``,
-``max_iterations``) tune the timing.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, fields
-from typing import Any, Mapping, Sequence
 
-import numpy as np
-
-from hardware.base import Fingerprint, Runner, cpu_model
-from hardware.protocol import Candidate, Protocol, measure
-from nas.sources import LATENCY_SOURCES, MINIMIZE, LatencySource, RunContext, make_progress, reject_unknown
-
-PROTOCOL_KEYS = tuple(f.name for f in fields(Protocol))
+from hardware.base import Fingerprint, TimedRunner, cpu_model
+from hardware.protocol import Protocol
 #: a decode sample of at most this many steps keeps the context within a few % of context_len
 DEFAULT_PROTOCOL = Protocol(rounds=5, repeats=3, target_ms=20.0, warmup=3, max_iterations=32)
 DEVICES = ("cpu", "cuda")
@@ -48,7 +35,7 @@ def _synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-class SLMTimer(Runner):
+class SLMTimer(TimedRunner):
     """Times one phase (``prefill`` or ``decode``) of a token model; driven by the protocol."""
 
     name = "slm"
@@ -116,95 +103,3 @@ def cache_memory_mb(model, batch_size: int, context_len: int) -> float:
 
     cache = model.synthetic_cache(batch_size, context_len, torch.Generator().manual_seed(0), room=0)
     return (model.weight_bytes() + cache.nbytes) / 2**20
-
-
-class SLMLatency(LatencySource):
-    kind = "slm"
-    metrics = {"prefill_ms": MINIMIZE, "decode_ms": MINIMIZE, "memory_mb": MINIMIZE}
-    OPTIONS = ("threads", "batch_size", "prompt_len", "context_len", "device_name", *PROTOCOL_KEYS)
-
-    def __init__(self, ctx: RunContext, device: str = "cpu", threads: int = 1, batch_size: int = 1,
-                 prompt_len: int = 128, context_len: int = 1024, protocol: Protocol = DEFAULT_PROTOCOL,
-                 device_name: str | None = None):
-        from nas.latency import source_key
-
-        if device not in DEVICES:
-            raise ValueError(f"slm device must be one of {list(DEVICES)}, got {device!r}")
-        if device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ValueError("slm device 'cuda' requested but torch sees no CUDA device")
-        for label, value in (("threads", threads), ("batch_size", batch_size),
-                             ("prompt_len", prompt_len), ("context_len", context_len)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
-        self.ctx, self.device, self.protocol = ctx, device, protocol
-        self.threads, self.batch_size = threads, batch_size
-        self.prompt_len, self.context_len = prompt_len, context_len
-        common = dict(device=device, threads=threads, batch_size=batch_size, prompt_len=prompt_len,
-                      context_len=context_len, room=protocol.max_iterations, seed=ctx.seed)
-        self.timers = {"prefill": SLMTimer("prefill", **common), "decode": SLMTimer("decode", **common)}
-        self.key = source_key(self.fingerprint())
-        if ctx.store is not None:
-            ctx.store.register_source(self.key, self.fingerprint())
-            if device_name:
-                ctx.store.register_device(device_name, self.key, self.fingerprint())
-        #: architectures this process measured (not served from the store)
-        self.measured: list[str] = []
-
-    @classmethod
-    def from_recipe(cls, spec: Any, options: Mapping[str, Any], ctx: RunContext) -> "SLMLatency":
-        reject_unknown(options, cls.OPTIONS, "options")
-        options = dict(options)
-        protocol_opts = {k: options.pop(k) for k in PROTOCOL_KEYS if k in options}
-        protocol = Protocol(**{**asdict(DEFAULT_PROTOCOL), **protocol_opts})
-        return cls(ctx, str(spec), protocol=protocol, **options)
-
-    def fingerprint(self) -> dict[str, Any]:
-        return {"kind": self.kind,
-                **{phase: t.fingerprint().to_dict() for phase, t in self.timers.items()},
-                "protocol": asdict(self.protocol), "memory": "weights+cache_at_context"}
-
-    def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
-        from nas.latency import source_key, space_key
-
-        space, store = self.ctx.space, self.ctx.store
-        skey = space_key(space)
-        texts = [str(a) for a in archs]
-        cached = store.get_many(self.key, skey, texts) if store is not None else {}
-        missing = {t: a for t, a in zip(texts, archs) if t not in cached}
-        if missing:
-            new = self.measure(missing)
-            if store is not None:
-                store.put_many(self.key, skey, new)
-            self.measured.extend(new)
-            cached.update(new)
-        return [cached[t] for t in texts]
-
-    def measure(self, archs: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-        """Measure ``{canonical string: arch}``, bypassing the store."""
-        models = {t: self.ctx.space.build(a) for t, a in archs.items()}
-        for text, model in models.items():
-            if not hasattr(model, "synthetic_cache"):
-                raise ValueError(f"latency.slm: {self.ctx.space.name} builds "
-                                 f"{type(model).__name__} for {text}, which has no decode cache; "
-                                 f"the slm source needs a token model such as hybrid_slm's")
-        from nas.latency import source_key
-
-        seed = int(source_key({"archs": sorted(archs)}), 16) % 2**32
-        results: dict[str, dict[str, float]] = {t: {} for t in archs}
-        with make_progress(2 * len(archs), "measuring", self.ctx.progress) as bar:
-            for phase, timer in self.timers.items():
-                # seeded by the batch content so a resumed run shuffles identically
-                rng = np.random.default_rng(seed)
-                candidates = [Candidate(t, lambda t=t: (models[t], None)) for t in archs]
-                for text, m in measure(timer, candidates, self.protocol, rng, bar.update).items():
-                    results[text][f"{phase}_ms"] = m.latency_ms
-                    results[text][f"{phase}_spread"] = m.spread
-        for text, model in models.items():
-            results[text]["memory_mb"] = cache_memory_mb(model.cpu(), self.batch_size, self.context_len)
-        return results
-
-
-LATENCY_SOURCES.register("slm", SLMLatency)

@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from hardware.base import Fingerprint, Runner
+from dataclasses import dataclass
+
+from hardware.base import Fingerprint, RunnerOptions, TimedRunner
 from hardware.cuda_runner import BackendUnavailable, canonical_dtype
 
 TENSORRT_HINT = "pip install hwnas[tensorrt]  (installs tensorrt and cuda-python)"
@@ -90,10 +92,19 @@ def _export_for(dtype: str, model, example, opset: int) -> tuple[bytes, np.ndarr
     return export_onnx(model, example, opset=opset), example.numpy()
 
 
-class TensorRTRunner(Runner):
+@dataclass(frozen=True)
+class TensorRTOptions(RunnerOptions):
+    workspace_mb: int = 1024
+    opset: int = 17
+    device_index: int = 0
+    optimization_level: int | None = None
+
+
+class TensorRTRunner(TimedRunner):
     """Builds a TensorRT engine from the exported ONNX and times ``execute_async_v3``."""
 
     name = "tensorrt"
+    Options = TensorRTOptions
     # engines hold workspace and activations on the GPU; keep the interleaved set modest
     max_prepared = 8
 
@@ -259,10 +270,19 @@ def _random_calibrator(trt, cudart, input_name: str, shape: tuple[int, ...], bat
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
 
-class OnnxRuntimeGPURunner(Runner):
+@dataclass(frozen=True)
+class OnnxRuntimeGPUOptions(RunnerOptions):
+    provider: str = "cuda"
+    cuda_graphs: bool = False
+    opset: int = 17
+    device_index: int = 0
+
+
+class OnnxRuntimeGPURunner(TimedRunner):
     """ONNX Runtime with the CUDA or TensorRT execution provider, inputs/outputs bound on the GPU."""
 
     name = "onnxruntime_gpu"
+    Options = OnnxRuntimeGPUOptions
     max_prepared = 8
     PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 

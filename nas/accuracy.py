@@ -1,26 +1,21 @@
-"""The ``train`` accuracy source: short stand-alone training of each candidate.
+"""Short stand-alone training of a candidate (the ``train`` accuracy source's engine).
 
-``accuracy: {train: digits, epochs: 2, batch_size: 64, lr: 0.005}``
-
-The spec is a dataset name from :mod:`nas.data` (``digits`` is embedded; others
-need ``root``).  Each candidate is trained from a seed derived from the run
-seed and its canonical string, so the same arch gets the same weights in any
-order, on resume, and again at export time.  Results are cached in the
-measurement store one by one, so a killed search keeps every finished estimate.
+Each candidate is trained from a seed derived from the run seed and its
+canonical string (:func:`arch_seed`), so the same arch gets the same weights
+in any order, on resume, and again at export time.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from nas.sources import ACCURACY_SOURCES, MAXIMIZE, AccuracySource, RunContext, make_progress, reject_unknown
+from nas.options import PATH
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     dataset: str = "digits"
-    root: str | None = None
+    root: str | None = field(default=None, metadata=PATH)
     epochs: int = 2
     batch_size: int = 64
     lr: float = 0.005
@@ -100,71 +95,3 @@ def evaluate_accuracy(model, dataset, batch_size: int = 256, workers: int = 0, d
             correct += (model(images).argmax(1) == labels).sum().item()
             total += labels.numel()
     return 100.0 * correct / max(total, 1)
-
-
-class TrainAccuracy(AccuracySource):
-    kind = "train"
-    metrics = {"accuracy": MAXIMIZE}
-
-    def __init__(self, settings: TrainSettings, ctx: RunContext):
-        from nas.latency import source_key
-
-        self.settings = settings
-        self.ctx = ctx
-        self.key = source_key(self.fingerprint())
-        ctx.store.register_source(self.key, self.fingerprint())
-
-    @classmethod
-    def from_recipe(cls, spec: Any, options: Mapping[str, Any], ctx: RunContext) -> "TrainAccuracy":
-        allowed = [f.name for f in fields(TrainSettings) if f.name != "dataset"]
-        reject_unknown(options, allowed, "options")
-        options = dict(options)
-        if options.get("root") is not None:
-            root = ctx.resolve_path(options["root"])
-            if not root.exists():
-                raise FileNotFoundError(f"accuracy.train: dataset path {str(root)!r} does not exist")
-            options["root"] = str(root)
-        try:
-            settings = TrainSettings(dataset=str(spec), **options)
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
-        return cls(settings, ctx)
-
-    def fingerprint(self) -> dict[str, Any]:
-        settings = asdict(self.settings)
-        settings.pop("workers")  # loader workers do not change results
-        settings.pop("threads")
-        return {"kind": self.kind, "seed": self.ctx.seed, **settings}
-
-    def _splits(self, arch):
-        from nas.data import load_dataset
-
-        resolution = self.ctx.space.input_shape(arch)[-1]
-        return load_dataset(self.settings.dataset, resolution, self.settings.root, self.settings.augment)
-
-    def trained_model(self, arch):
-        """The candidate trained exactly as during the search (used by export)."""
-        seed = arch_seed(self.ctx.seed, str(arch))
-        model = seeded_build(self.ctx.space, arch, seed)
-        train_candidate(model, self._splits(arch), self.settings, seed)
-        return model.eval()
-
-    def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
-        from nas.latency import space_key
-
-        skey = space_key(self.ctx.space)
-        texts = [str(a) for a in archs]
-        results = self.ctx.store.get_many(self.key, skey, texts)
-        todo = {t: a for t, a in zip(texts, archs) if t not in results}
-        with make_progress(len(todo), "training", self.ctx.progress) as bar:
-            for text, arch in todo.items():
-                seed = arch_seed(self.ctx.seed, text)
-                model = seeded_build(self.ctx.space, arch, seed)
-                accuracy = train_candidate(model, self._splits(arch), self.settings, seed)
-                results[text] = {"accuracy": accuracy}
-                self.ctx.store.put_many(self.key, skey, {text: results[text]})
-                bar.update(1)
-        return [results[t] for t in texts]
-
-
-ACCURACY_SOURCES.register("train", TrainAccuracy)

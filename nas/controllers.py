@@ -13,7 +13,8 @@ Constraint values are stored per trial in the user attribute
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import math
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import optuna
@@ -21,7 +22,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.registry import Registry
-from nas.sources import reject_unknown
+from nas.options import reject_unknown
 
 CONTROLLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("controller")
 
@@ -65,43 +66,329 @@ def suggest_arch(trial: optuna.Trial, space):
     return space.decode(decisions)
 
 
-class AgingEvolutionSampler(optuna.samplers.BaseSampler):
-    """Regularized (aging) evolution, Real et al. 2019, with a hard constraint.
+def _signed(values: Sequence[float], signs: Sequence[float]) -> list[float]:
+    """Objective values as "larger is better" (NaN, which Optuna allows, counts as worst)."""
+    return [s * v if v == v else -math.inf for v, s in zip(values, signs)]
 
-    The population is the ``population`` most recent completed trials (older
-    ones age out); a parent is the fittest *feasible* member of a random
-    ``sample_size`` subset, and the child is ``space.mutate(parent)``.  Until
-    the population is full, children are random samples.  Each trial draws
-    from a generator seeded by ``(seed, trial.number)``, so a resumed search
-    makes the same choices as an uninterrupted one given the same history.
+
+def pareto_ranks(points: Sequence[Sequence[float]]) -> list[int]:
+    """Non-domination rank of each point (0 = non-dominated), every objective maximised."""
+    if len(points) == 0:
+        return []
+    pts = np.asarray(points, dtype=float).reshape(len(points), -1)
+    n = len(pts)
+    ge = (pts[:, None, :] >= pts[None, :, :]).all(-1)
+    gt = (pts[:, None, :] > pts[None, :, :]).any(-1)
+    dominates = ge & gt                       # dominates[i, j]: i dominates j
+    count = dominates.sum(0)                  # how many points dominate j
+    ranks = np.full(n, -1)
+    rank, current = 0, np.flatnonzero(count == 0)
+    while current.size:
+        ranks[current] = rank
+        count = count - dominates[current].sum(0)
+        count[ranks >= 0] = -1
+        rank, current = rank + 1, np.flatnonzero(count == 0)
+    return ranks.tolist()
+
+
+def crowding_distances(points: Sequence[Sequence[float]], ranks: Sequence[int]) -> list[float]:
+    """NSGA-II crowding distance of each point within its rank (extremes: infinite)."""
+    if len(points) == 0:
+        return []
+    pts = np.asarray(points, dtype=float).reshape(len(points), -1)
+    ranks = np.asarray(ranks)
+    out = np.zeros(len(pts))
+    for r in np.unique(ranks):
+        idx = np.flatnonzero(ranks == r)
+        for k in range(pts.shape[1]):
+            order = idx[np.argsort(pts[idx, k], kind="stable")]
+            span = pts[order[-1], k] - pts[order[0], k]
+            out[order[0]] = out[order[-1]] = math.inf
+            if len(order) > 2 and span > 0 and math.isfinite(span):
+                out[order[1:-1]] += (pts[order[2:], k] - pts[order[:-2], k]) / span
+    return out.tolist()
+
+
+def violation(trial: FrozenTrial) -> float:
+    """Total constraint violation (0 when feasible)."""
+    return float(sum(max(0.0, v) for v in constraints_func(trial)))
+
+
+def selection_keys(trials: Sequence[FrozenTrial], signs: Sequence[float],
+                   objectives: Sequence[int] | None = None) -> list[tuple]:
+    """Sort keys, smaller is better, ranking ``trials`` as parents: feasible before
+    infeasible (Deb's rule), infeasible by total violation; feasible ones by Pareto rank
+    over ``objectives`` (indices; default all), then by crowding distance (sparse
+    regions of the front first), then newer first."""
+    objectives = list(range(len(signs))) if objectives is None else list(objectives)
+    keys: list[tuple] = [()] * len(trials)
+    feasible = [i for i, t in enumerate(trials) if is_feasible(t)]
+    points = [_signed([trials[i].values[k] for k in objectives], [signs[k] for k in objectives])
+              for i in feasible]
+    ranks = pareto_ranks(points)
+    crowd = crowding_distances(points, ranks) if len(objectives) > 1 else [0.0] * len(points)
+    for i, rank, c in zip(feasible, ranks, crowd):
+        keys[i] = (0, 0.0, rank, -c, -trials[i].number)
+    for i, t in enumerate(trials):
+        if not keys[i]:
+            keys[i] = (1, violation(t), 0, 0.0, -t.number)
+    return keys
+
+
+class RidgeSurrogate:
+    """Ridge regression on the one-hot encoding of a space's decisions (plus, when
+    ``pairs``, of every pair of decisions): microseconds to fit on a few hundred trials,
+    and a fair ranker of additive quantities such as latency and MACs."""
+
+    def __init__(self, space, pairs: bool = False, alpha: float = 1.0):
+        self.names = list(space.decisions())
+        self.index = [{v: i for i, v in enumerate(c)} for c in space.decisions().values()]
+        self.space, self.pairs, self.alpha = space, pairs, alpha
+        self._codes: dict[str, list[int]] = {}
+
+    def _code(self, text: str) -> list[int]:
+        code = self._codes.get(text)
+        if code is None:
+            decisions = self.space.encode(self.space.parse(text))
+            code = self._codes[text] = [idx[decisions[n]] for n, idx in zip(self.names, self.index)]
+        return code
+
+    def encode(self, archs: Sequence[Any]) -> np.ndarray:
+        """Design matrix of ``archs`` (architectures or their canonical strings)."""
+        cols = []
+        codes = np.array([self._code(str(a)) for a in archs], dtype=int).reshape(len(archs), -1)
+        for j, idx in enumerate(self.index):
+            cols.append(np.eye(len(idx))[codes[:, j]])
+        if self.pairs:
+            for j in range(len(self.index)):
+                for k in range(j + 1, len(self.index)):
+                    n = len(self.index[k])
+                    cols.append(np.eye(len(self.index[j]) * n)[codes[:, j] * n + codes[:, k]])
+        return np.hstack(cols + [np.ones((len(archs), 1))])
+
+    def fit_predict(self, x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.ndarray:
+        return self.fit_predict_error(x, y, x_new)[0]
+
+    def fit_predict_error(self, x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> tuple[np.ndarray, float]:
+        """Predictions for ``x_new`` and the fit's root-mean-square residual on ``x``."""
+        mean, scale = float(y.mean()), float(y.std()) or 1.0
+        a = x.T @ x + self.alpha * np.eye(x.shape[1])
+        w = np.linalg.solve(a, x.T @ ((y - mean) / scale))
+        rmse = float(np.sqrt(np.mean((x @ w * scale + mean - y) ** 2)))
+        return x_new @ w * scale + mean, rmse
+
+
+def front_gain(predicted: np.ndarray, front: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Additive epsilon indicator, larger is better: how far beyond every point of ``front``
+    each row of ``predicted`` lies (every objective "larger is better", divided by
+    ``scale``); positive when a row would extend the front."""
+    if len(front) == 0:
+        return (predicted / scale).sum(1)
+    return -np.min(np.max((front[None, :, :] - predicted[:, None, :]) / scale, axis=2), axis=1)
+
+
+def screen(space, archs: Sequence[Any], known: Sequence[Mapping[str, float]], violations: Sequence[float],
+           history: Sequence[FrozenTrial], objectives: Sequence[str], directions: Sequence[str],
+           keep: int) -> list[int]:
+    """Indices of the ``keep`` most promising of ``archs``, best first, for cheap-objective
+    screening.  ``known`` holds each candidate's cheap metrics (exact), ``violations`` its
+    total violation of the constraints on them; ``history`` holds completed trials with
+    every metric stored as a user attribute.
+
+    Order: feasible candidates first (infeasible ones by violation); then those that may
+    extend the current front: the objectives not known yet are estimated optimistically
+    (a :class:`RidgeSurrogate` fit on ``history``, plus its residual error as the
+    margin) and a candidate is promising when that estimate is not dominated by the
+    front (:func:`front_gain` >= 0); promising candidates keep the controller's order,
+    the rest follow by estimated gain.  Without enough history to estimate, every
+    candidate is promising."""
+    signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
+    n = len(archs)
+    gain = np.zeros(n)
+    done = [t for t in history if all(isinstance(t.user_attrs.get(o), (int, float)) and
+                                      math.isfinite(t.user_attrs[o]) for o in objectives)]
+    if len(done) >= 2 and any(not all(o in k for k in known) for o in objectives):
+        fit = RidgeSurrogate(space)
+        x_hist, x_new = fit.encode([t.user_attrs[ARCH_ATTR] for t in done]), fit.encode(archs)
+        optimistic = np.zeros((n, len(objectives)))
+        for j, o in enumerate(objectives):
+            if all(o in k for k in known):
+                optimistic[:, j] = [signs[j] * k[o] for k in known]
+            else:
+                y = np.array([signs[j] * t.user_attrs[o] for t in done])
+                predicted, rmse = fit.fit_predict_error(x_hist, y, x_new)
+                optimistic[:, j] = predicted + rmse
+        all_points = np.array([[signs[j] * t.user_attrs[o] for j, o in enumerate(objectives)] for t in done])
+        points = all_points[[is_feasible(t) for t in done]]
+        front = points[[r == 0 for r in pareto_ranks(points.tolist())]] if len(points) else points
+        scale = np.ptp(all_points, axis=0)
+        gain = front_gain(optimistic, front, np.where(scale > 0, scale, 1.0))
+    order = sorted(range(n), key=lambda i: (violations[i] > 0, violations[i], gain[i] < 0, -min(gain[i], 0.0), i))
+    return order[:keep]
+
+
+class AgingEvolutionSampler(optuna.samplers.BaseSampler):
+    """Multi-objective, constraint-aware aging evolution (Real et al. 2019, with NSGA-II's
+    ranking and a surrogate that picks among candidate children): the default controller.
+
+    *Population*: the ``population`` most recent completed trials (older ones age out),
+    plus the elite: the feasible non-dominated trials of the whole history, which never
+    age out (on NAS-Bench-201, aging them out lost the front's extremes).
+    *Parents*: tournaments of ``sample_size`` members drawn from the population, won by
+    :func:`selection_keys`: feasible first (infeasible by violation), then Pareto rank over
+    every objective of the study, then crowding distance, so the whole front (fast and
+    accurate ends alike) keeps breeding.  ``selection: primary`` ranks by the first
+    objective alone (accuracy under a constraint, the others only recorded).
+    *Children*: with probability ``crossover_prob`` the space's ``crossover`` of two
+    parents (legal by construction), then the space's ``mutate`` (always for a child equal
+    to its parent or already proposed).  The mutation rate adapts to the space
+    (:meth:`default_mutation_rate`: more decisions, more changes per child) and is raised
+    step by step while children repeat an architecture already proposed: no
+    architecture is proposed twice while unproposed ones are within reach (a repeat is a
+    wasted trial).
+    *Constraints*: once some trial was infeasible, ``candidates`` novel children are bred
+    and the first one a ridge surrogate of the constraint values (fit on every trial
+    whose constraints are known, screened-out ones included) predicts feasible is
+    proposed; ``candidates: 1`` is plain aging evolution.
+    Until the population is full, proposals are random samples (never repeats).
+
+    Every trial draws from a generator seeded by ``(seed, trial.number)`` and reads only
+    the study's trials, so a resumed search makes the same proposals as an uninterrupted
+    one given the same history.
     """
 
-    def __init__(self, space, seed: int, primary: tuple[int, str], population: int = 16,
-                 sample_size: int = 4, mutation_rate: float | None = None):
-        if population < 2 or not 1 <= sample_size <= population:
+    def __init__(self, space, seed: int, primary: tuple[int, str], population: int | None = None,
+                 sample_size: int | None = None, mutation_rate: float | None = None,
+                 crossover_prob: float = 0.5, selection: str = "pareto", candidates: int = 8):
+        population = self.default_population(space) if population is None else population
+        sample_size = max(2, population // 4) if sample_size is None else sample_size
+        if not isinstance(population, int) or population < 2 or not 1 <= sample_size <= population:
             raise ValueError("evolution needs population >= 2 and 1 <= sample_size <= population")
+        if mutation_rate is not None and not 0 <= mutation_rate <= 1:
+            raise ValueError(f"evolution mutation_rate must be in [0, 1], got {mutation_rate}")
+        if not 0 <= crossover_prob <= 1:
+            raise ValueError(f"evolution crossover_prob must be in [0, 1], got {crossover_prob}")
+        if selection not in ("pareto", "primary"):
+            raise ValueError(f"evolution selection must be 'pareto' or 'primary', got {selection!r}")
+        if not isinstance(candidates, int) or candidates < 1:
+            raise ValueError(f"evolution candidates must be an integer >= 1, got {candidates!r}")
         self.space = space
         self.seed = int(seed)
         self.objective_index, self.direction = primary
         self.population = int(population)
         self.sample_size = int(sample_size)
         self.mutation_rate = mutation_rate
+        self.crossover_prob = float(crossover_prob)
+        self.selection = selection
+        self.candidates = candidates
+        self.surrogate = RidgeSurrogate(space)
+
+    @staticmethod
+    def default_population(space) -> int:
+        """Grows with the log of the space's size: 32 for NAS-Bench-201's 15,625 cells."""
+        bits = math.log2(max(2, space.size()))
+        return int(np.clip(round(2.3 * bits), 8, 64))
+
+    @staticmethod
+    def default_mutation_rate(space) -> float:
+        """Per-decision resampling rate on top of the one forced change: about
+        ``log2(#decisions) - 2.5`` extra changes per child, none for NAS-Bench-201's 6
+        edges (one-edge steps search its small space best), two for FBNet's 22 layers."""
+        n = max(1, len(space.decisions()))
+        return float(np.clip((math.log2(n) - 2.5) / n, 0.0, 1.0))
 
     def infer_relative_search_space(self, study, trial) -> dict[str, Any]:
         return distributions(self.space)
 
     def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, trial.number])
-        history = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        trials = study.get_trials(deepcopy=False)
+        texts = {t.number: a for t in trials if t.number != trial.number and (a := self._arch_text(t)) is not None}
+        seen = set(texts.values())
+        history = [t for t in trials if t.state == TrialState.COMPLETE and t.number in texts]
         if len(history) < self.population:
-            return self.space.encode(self.space.sample(rng))
+            return self.space.encode(self._novel_sample(rng, seen))
         population = history[-self.population:]
-        picks = [population[i] for i in rng.choice(len(population), self.sample_size, replace=False)]
-        feasible = [t for t in picks if is_feasible(t)] or picks
-        sign = 1.0 if self.direction == "maximize" else -1.0
-        parent = max(feasible, key=lambda t: sign * t.values[self.objective_index])
-        child = self.space.mutate(self.space.parse(parent.user_attrs[ARCH_ATTR]), rng, self.mutation_rate)
-        return self.space.encode(child)
+        signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+        objectives = [self.objective_index] if self.selection == "primary" else list(range(len(signs)))
+        # the elite: feasible non-dominated trials that aged out still breed
+        older = history[:-self.population]
+        population += [t for t, k in zip(older, selection_keys(older, signs, objectives)) if k[:3] == (0, 0.0, 0)]
+        keys = selection_keys(population, signs, objectives)
+
+        def tournament():
+            picks = rng.choice(len(population), self.sample_size, replace=False)
+            return self.space.parse(texts[population[min(picks, key=lambda i: keys[i])].number])
+
+        # breed several children only when some trial was infeasible: the surrogate then
+        # picks one predicted feasible; otherwise the first child is the proposal
+        wanted = self.candidates if any(not is_feasible(t) for t in history) else 1
+        children: dict[str, Any] = {}
+        rate = self.default_mutation_rate(self.space) if self.mutation_rate is None else self.mutation_rate
+        for _ in range(8 * wanted + 24):
+            if len(children) >= wanted:
+                break
+            parent = tournament()
+            child = parent
+            if rng.random() < self.crossover_prob:
+                child = self.space.crossover(parent, tournament(), rng)
+            if child == parent or str(child) in seen:
+                child = self.space.mutate(child, rng, rate)
+            text = str(child)
+            if text in seen or text in children:
+                # the neighbourhood is used up: mutate further from the parents
+                rate = min(1.0, max(rate, 0.5 / len(self.space.decisions())) * 1.25)
+                continue
+            children[text] = child
+        if not children:
+            return self.space.encode(self._novel_sample(rng, seen))
+        pool = list(children.values())
+        known = history + [t for t in trials if t.state == TrialState.PRUNED and t.number in texts
+                           and CONSTRAINTS_ATTR in t.user_attrs]
+        best = self._choose(pool, known, texts) if len(pool) > 1 else 0
+        return self.space.encode(pool[best])
+
+    def _choose(self, pool: list, history: list[FrozenTrial], texts: dict[int, str]) -> int:
+        """Index of the first child the surrogate predicts feasible (else the least infeasible),
+        the surrogate fit on the constraint values of ``history``.
+
+        Only constraints are predicted: what bounds them (latency, memory) is close to
+        additive over the decisions, so a ridge model ranks it well from a few dozen
+        trials, while accuracy is not (a surrogate's pick by predicted accuracy did worse
+        than the tournament's on NAS-Bench-201)."""
+        cons = [constraints_func(t) for t in history]
+        width = max(len(c) for c in cons) if cons else 0
+        predicted = np.zeros(len(pool))
+        x_hist = x_new = None
+        for k in range(width):
+            rows = [i for i, c in enumerate(cons) if len(c) == width and math.isfinite(c[k])]
+            y = np.array([cons[i][k] for i in rows])
+            if len(rows) < 2 or y.max() <= 0:
+                continue
+            if x_hist is None:
+                x_hist = self.surrogate.encode([texts[t.number] for t in history])
+                x_new = self.surrogate.encode([str(a) for a in pool])
+            predicted += np.maximum(0.0, self.surrogate.fit_predict(x_hist[rows], y, x_new))
+        return int(np.argmin(predicted))  # the first of the predicted-feasible ones
+
+    def _novel_sample(self, rng: np.random.Generator, seen: set[str], tries: int = 100):
+        for _ in range(tries):
+            arch = self.space.sample(rng)
+            if str(arch) not in seen:
+                return arch
+        return arch
+
+    def _arch_text(self, trial: FrozenTrial) -> str | None:
+        """The canonical arch string of a trial (``None`` for one without a full arch)."""
+        if trial.state == TrialState.FAIL:
+            return None
+        text = trial.user_attrs.get(ARCH_ATTR)
+        if text is not None:
+            return text
+        try:
+            return str(self.space.decode(trial.params))
+        except (KeyError, ValueError):
+            return None
 
     def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
         # only reached for parameters outside the space's decisions
@@ -115,7 +402,9 @@ def _random(space, options: Mapping[str, Any], seed: int, primary):
 
 
 def _evolution(space, options: Mapping[str, Any], seed: int, primary):
-    reject_unknown(options, ["population", "sample_size", "mutation_rate"], "search.options")
+    reject_unknown(options, ["population", "sample_size", "mutation_rate", "crossover_prob", "selection",
+                             "candidates"],
+                   "search.options")
     return AgingEvolutionSampler(space, seed, primary, **options)
 
 

@@ -1,4 +1,4 @@
-"""The ``lm`` accuracy source: short causal-LM training with a fixed token budget.
+"""Short causal-LM training with a fixed token budget (the ``lm`` accuracy source's engine).
 
 ``accuracy: {lm: stdlib, tokens: 65536, seq_len: 128, batch_size: 16}``
 
@@ -34,11 +34,12 @@ import hashlib
 import math
 import os
 import zlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
 
-from nas.sources import ACCURACY_SOURCES, MINIMIZE, AccuracySource, RunContext, make_progress, reject_unknown
+from nas.accuracy import seeded_build
+from nas.options import path_except
+from search_spaces.slm.model import HybridLM
 
 BYTE_VOCAB = 256
 SCHEDULES = ("constant", "cosine")
@@ -46,7 +47,7 @@ SCHEDULES = ("constant", "cosine")
 
 @dataclass(frozen=True)
 class LMSettings:
-    corpus: str = "stdlib"
+    corpus: str = field(default="stdlib", metadata=path_except("stdlib"))
     #: training token budget per candidate (steps = tokens // (batch_size * seq_len))
     tokens: int = 65536
     seq_len: int = 128
@@ -260,83 +261,8 @@ def build_seeded(space, arch, seed: int):
     """``space.build(arch)`` with initial weights drawn from ``seed`` alone."""
     import torch
 
-    from nas.accuracy import seeded_build
-    from search_spaces.slm.model import HybridLM
-
     model = seeded_build(space, arch, seed)
     if isinstance(model, HybridLM):
         # HybridLM initialises from its own generator; re-draw it from this seed
         model.reset_parameters(torch.Generator().manual_seed(seed))
     return model
-
-
-class LMAccuracy(AccuracySource):
-    kind = "lm"
-    metrics = {"val_loss": MINIMIZE, "perplexity": MINIMIZE}
-
-    def __init__(self, settings: LMSettings, ctx: RunContext):
-        from nas.latency import source_key
-
-        self.settings, self.ctx = settings, ctx
-        self.corpus = load_corpus(settings.corpus, settings.max_bytes, settings.val_fraction,
-                                  settings.glob, ctx.base_dir)
-        self.key = source_key(self.fingerprint())
-        if ctx.store is not None:
-            ctx.store.register_source(self.key, self.fingerprint())
-
-    @classmethod
-    def from_recipe(cls, spec: Any, options: Mapping[str, Any], ctx: RunContext) -> "LMAccuracy":
-        allowed = [f.name for f in fields(LMSettings) if f.name != "corpus"]
-        reject_unknown(options, allowed, "options")
-        try:
-            settings = LMSettings(corpus=str(spec), **options)
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
-        return cls(settings, ctx)
-
-    def fingerprint(self) -> dict[str, Any]:
-        settings = asdict(self.settings)
-        settings.pop("threads")  # thread count does not change results
-        settings["corpus"] = {"spec": self.settings.corpus, "digest": self.corpus.digest,
-                              "train_bytes": len(self.corpus.train), "val_bytes": len(self.corpus.val)}
-        return {"kind": self.kind, "seed": self.ctx.seed, "tokenizer": "bytes", **settings}
-
-    def _check_vocab(self, arch) -> None:
-        vocab = getattr(arch, "vocab", None)
-        if vocab is not None and vocab < BYTE_VOCAB:
-            raise ValueError(f"accuracy.lm uses byte tokens (ids 0..255) but {arch} has vocabulary "
-                             f"{vocab}; allow vocab_sizes >= {BYTE_VOCAB} in the space")
-
-    def _train(self, arch):
-        """``(model, metrics)``: weights from the candidate's own seed, batches from the run seed."""
-        from nas.accuracy import arch_seed
-
-        model = build_seeded(self.ctx.space, arch, arch_seed(self.ctx.seed, str(arch)))
-        metrics = train_lm(model, self.corpus, self.settings, self.ctx.seed)
-        return model.eval(), metrics
-
-    def trained_model(self, arch):
-        """The candidate trained exactly as during the search (used by export)."""
-        self._check_vocab(arch)
-        return self._train(arch)[0]
-
-    def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
-        from nas.latency import space_key
-
-        for arch in archs:
-            self._check_vocab(arch)
-        skey = space_key(self.ctx.space)
-        texts = [str(a) for a in archs]
-        store = self.ctx.store
-        results = store.get_many(self.key, skey, texts) if store is not None else {}
-        todo = {t: a for t, a in zip(texts, archs) if t not in results}
-        with make_progress(len(todo), "training", self.ctx.progress) as bar:
-            for text, arch in todo.items():
-                results[text] = self._train(arch)[1]
-                if store is not None:
-                    store.put_many(self.key, skey, {text: results[text]})
-                bar.update(1)
-        return [results[t] for t in texts]
-
-
-ACCURACY_SOURCES.register("lm", LMAccuracy)

@@ -3,23 +3,31 @@
 Unknown keys are rejected and every error names the file and the key, e.g.
 ``recipes/x.yaml: search.trails: unknown key (did you mean 'trials'?)``.
 ``--set a.b=value`` overrides are applied before validation (values parsed
-as YAML), and the resolved recipe is written beside every run.
+as YAML).  Validation covers every section: the space and its options, the
+latency and accuracy sources' typed options (each source's ``Options``
+dataclass, parsed by :func:`nas.options.parse_section`), the supernet
+settings.  Input paths are made absolute, and the resolved recipe (defaults
+filled in, secrets left out) is written beside every run, so ``hwnas export``
+and a resumed run read exactly what the search used, from any directory.
 """
 from __future__ import annotations
 
 import copy
-import difflib
-import types
-import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
 
+from nas.files import atomic_write_text
+from nas.options import RecipeError, parse_section
+from nas.sources import ACCURACY_SOURCES, LATENCY_SOURCES, parse_source
+from nas.supernet.config import parse_supernet_config
+from search_spaces import make_space
 
-class RecipeError(ValueError):
-    """A recipe problem, with the file and key in the message."""
+#: recipe keys whose change changes results: a run refuses to resume across them
+RESULT_KEYS = ("space", "seed", "latency", "accuracy", "search.controller", "search.options",
+               "search.objectives", "search.constraints", "search.screen", "search.warm_start")
 
 
 @dataclass
@@ -29,7 +37,20 @@ class SpaceSection:
 
 
 @dataclass
+class ScreenSection:
+    """Cheap-objective screening (``search.screen``): ask the controller for ``factor``
+    times the batch, evaluate the (cheap) latency source on all of them and send only the
+    most promising batch to the accuracy source; ``factor: 1`` (the default) is off."""
+    factor: int = 1
+
+    def __post_init__(self):
+        if self.factor < 1:
+            raise ValueError(f"factor must be >= 1, got {self.factor}")
+
+
+@dataclass
 class SearchSection:
+    #: random | evolution (multi-objective aging evolution, nas/controllers.py) | tpe | nsga2
     controller: str = "evolution"
     trials: int = 40
     batch_size: int = 8
@@ -39,7 +60,14 @@ class SearchSection:
     constraints: dict = field(default_factory=dict)
     #: controller options (population, sample_size, ...)
     options: dict = field(default_factory=dict)
-    #: Optuna storage URL; default: SQLite file in the run folder
+    #: cheap-objective screening, e.g. ``{factor: 4}``; needs a cheap latency source
+    #: (predictor, device, table); only candidates sent to the accuracy source count as trials
+    screen: ScreenSection = field(default_factory=ScreenSection)
+    #: seed the search with another run's front: a run folder (its ``front.json``), a
+    #: ``front.json`` or a CSV with an ``arch`` column; relative to the current directory
+    warm_start: str | None = None
+    #: Optuna storage URL; default: SQLite file in the run folder; ":memory:" keeps the
+    #: study in memory (fast, not resumable: benchmarks)
     storage: str | None = None
 
 
@@ -66,11 +94,18 @@ class Recipe:
     description: str = ""
     #: where the recipe was read from (not a YAML key)
     source: str | None = field(default=None, metadata={"internal": True})
+    #: (section, key) of option values that are secrets (not YAML keys)
+    secrets: tuple = field(default=(), metadata={"internal": True})
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, public: bool = False) -> dict[str, Any]:
+        """The recipe as YAML data; ``public`` leaves secrets (tokens) out."""
         data = asdict(self)
         data.pop("source")
+        data.pop("secrets")
         data["space"] = {"name": self.space.name, **self.space.options}
+        if public:
+            for section, key in self.secrets:
+                data[section].pop(key, None)
         return data
 
     def run_dir(self) -> Path:
@@ -138,6 +173,22 @@ def _validate(data: dict, source: str | None) -> Recipe:
     recipe = parse_section(Recipe, data, where, "")
     recipe.source = source
     _check_values(recipe, where)
+    try:
+        make_space(recipe.space.name, **recipe.space.options)
+    except (KeyError, ValueError) as exc:
+        raise RecipeError(f"{where}: space: {exc.args[0] if exc.args else exc}") from None
+    base = recipe.base_dir()
+    for name, registry in (("latency", LATENCY_SOURCES), ("accuracy", ACCURACY_SOURCES)):
+        cls, options = parse_source(getattr(recipe, name), registry, where, name, base)
+        setattr(recipe, name, cls.section(options))
+        recipe.secrets += tuple((name, key) for key in cls.secret_keys(options))
+    if recipe.supernet is not None:
+        try:
+            parse_supernet_config(recipe.supernet, where)
+        except ValueError as exc:
+            raise RecipeError(str(exc)) from None
+    if recipe.store:
+        recipe.store = str(Path(recipe.store).expanduser().absolute())
     return recipe
 
 
@@ -156,61 +207,21 @@ def _check_values(recipe: Recipe, where: str) -> None:
         raise RecipeError(f"{where}: search.objectives: must be a non-empty list of metric names")
 
 
-def parse_section(cls, data: Any, where: str, prefix: str):
-    """Build dataclass ``cls`` from a mapping, checked against its type hints: unknown
-    and missing keys and wrong types raise :class:`RecipeError` naming ``where: prefix<key>``."""
-    if not isinstance(data, dict):
-        raise RecipeError(f"{where}: {prefix.rstrip('.') or 'recipe'}: expected a mapping, "
-                          f"got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; allowed: {sorted(known)}"
-            raise RecipeError(f"{where}: {prefix}{key}: unknown key{hint}")
-    kwargs = {}
-    for name, f in known.items():
-        key = f"{prefix}{name}"
-        if name not in data:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise RecipeError(f"{where}: {key}: required key is missing")
-            continue
-        kwargs[name] = _coerce(hints[name], data[name], where, key)
-    return cls(**kwargs)
-
-
-def _coerce(hint, value, where: str, key: str):
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(option, value, where, key)
-            except RecipeError as exc:
-                errors.append(str(exc))
-        raise errors[0] if len(errors) == 1 else RecipeError(
-            f"{where}: {key}: unexpected value {value!r}")
-    if is_dataclass(hint):
-        return parse_section(hint, value if value is not None else {}, where, f"{key}.")
-    expected = origin or hint
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is int and isinstance(value, bool):
-        raise RecipeError(f"{where}: {key}: expected an integer, got {value!r}")
-    if not isinstance(value, expected):
-        raise RecipeError(f"{where}: {key}: expected {getattr(expected, '__name__', expected)}, "
-                          f"got {type(value).__name__} {value!r}")
-    return value
-
-
 def write_resolved(recipe: Recipe, run_dir: Path) -> Path:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-    return path
+    return atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(recipe.to_dict(public=True), sort_keys=False))
+
+
+def result_changes(old: Recipe, new: Recipe) -> list[str]:
+    """Dotted keys under :data:`RESULT_KEYS` whose values differ between two resolved recipes."""
+    a, b = _flatten(old.to_dict(public=True)), _flatten(new.to_dict(public=True))
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if any(k == r or k.startswith(r + ".") for r in RESULT_KEYS) and a.get(k) != b.get(k)]
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}

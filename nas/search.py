@@ -10,6 +10,18 @@ Per batch of ``search.batch_size`` trials:
 4. the accuracy source evaluates the rest; every metric and analytic feature
    is stored on the trial, then ``study.tell``.
 
+Cheap-objective screening (``search.screen: {factor: F}``, for a latency source
+that declares itself ``cheap``: a predictor, an onboarded device, a table): step
+1 asks for F times the batch, the latency source evaluates all of them, and
+only the batch of most promising candidates (:func:`nas.controllers.screen`:
+feasible, then not predicted dominated by the front) goes on; the others are
+told to the study as PRUNED with their latency recorded, so the controller
+never proposes them again, and do not count as trials.  Only candidates sent
+to the accuracy source (the expensive evaluation) are trials.
+
+Warm start (``search.warm_start``): a new study is seeded with another run's
+front, enqueued as the first trials (they skip screening).
+
 Resumption: study state is in Optuna storage and every result is in the
 measurement store as soon as it exists.  Trials left RUNNING by a killed
 process are marked FAIL and their parameters re-enqueued, so they are
@@ -18,9 +30,9 @@ re-evaluated from the store: nothing measured is lost or measured again.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,21 +41,20 @@ from typing import Any, Sequence
 import optuna
 from optuna.trial import TrialState
 
+from hardware.store import MeasurementStore, default_store_path
 from nas.controllers import (ARCH_ATTR, CONSTRAINTS_ATTR, is_feasible, make_controller, record_constraints,
-                             suggest_arch)
-from nas.recipe import Recipe, RecipeError, load_recipe, write_resolved
-from nas.sources import (ACCURACY_SOURCES, LATENCY_SOURCES, MAXIMIZE, RunContext, make_progress,
-                         make_source)
+                             screen, suggest_arch)
+from nas.files import atomic_write_text
+from nas.recipe import Recipe, RecipeError, load_recipe, result_changes, write_resolved
+from nas.sources import ACCURACY_SOURCES, LATENCY_SOURCES, MAXIMIZE, RunContext, make_progress, parse_source
+from search_spaces import make_space
 
 FEATURES = ("macs", "params")
-
-
-def hwnas_home() -> Path:
-    return Path(os.environ.get("HWNAS_HOME", "~/.hwnas")).expanduser()
-
-
-def default_store_path() -> Path:
-    return hwnas_home() / "measurements.db"
+#: user attribute of trials screened out on their cheap objectives (told PRUNED)
+SCREENED_ATTR = "screened"
+WARM_START_ATTR = "warm_start"
+#: ``search.storage`` value for an in-memory study (not resumable)
+MEMORY = ":memory:"
 
 
 @dataclass
@@ -56,6 +67,9 @@ class SearchResult:
     #: architectures whose latency this process measured (not read from the store)
     measured: list[str] = field(default_factory=list)
     remeasured: list[dict[str, Any]] | None = None
+    #: candidates whose cheap objectives were evaluated but that screening kept from the
+    #: expensive evaluation (not trials); 0 without ``search.screen``
+    screened_out: int = 0
 
 
 def pareto_front(rows: Sequence[dict], objectives: Sequence[str], directions: Sequence[str]) -> list[dict]:
@@ -75,40 +89,60 @@ def pareto_front(rows: Sequence[dict], objectives: Sequence[str], directions: Se
 
 
 class Search:
-    """One search run; ``run()`` drives it to ``search.trials`` completed trials."""
+    """One search run; ``run()`` drives it to ``search.trials`` completed trials.
 
-    def __init__(self, recipe: Recipe, progress: bool = True):
-        from hardware.store import MeasurementStore
-        from search_spaces import make_space
+    Everything is validated before anything is written: the recipe (by
+    :func:`load_recipe`), the objectives against the sources' metrics, the
+    controller's options, and, when the run folder already holds a run, that
+    the recipe has not changed in a way that changes results (``force``
+    resumes anyway).  Only then are the sources built and ``recipe.yaml``
+    written."""
 
+    def __init__(self, recipe: Recipe, progress: bool = True, force: bool = False):
         self.recipe = recipe
         self.progress = progress
         self.run_dir = recipe.run_dir()
         where = recipe.source or "<recipe>"
-        try:
-            self.space = make_space(recipe.space.name, **recipe.space.options)
-        except (KeyError, ValueError) as exc:
-            raise RecipeError(f"{where}: space: {exc.args[0] if exc.args else exc}") from None
-        write_resolved(recipe, self.run_dir)
-        store_path = Path(recipe.store) if recipe.store else default_store_path()
-        self.store = MeasurementStore(store_path)
-        self.ctx = RunContext(self.space, self.store, self.run_dir, recipe.seed, recipe.base_dir(), progress)
-        try:
-            self.latency = make_source(recipe.latency, LATENCY_SOURCES, self.ctx, "latency")
-            self.accuracy = make_source(recipe.accuracy, ACCURACY_SOURCES, self.ctx, "accuracy")
-        except (KeyError, ValueError) as exc:
-            raise RecipeError(f"{where}: {exc.args[0] if exc.args else exc}") from None
-        self.metric_directions = {**self.accuracy.metrics, **self.latency.metrics}
+        self.space = make_space(recipe.space.name, **recipe.space.options)
+        latency_cls, latency_options = parse_source(recipe.latency, LATENCY_SOURCES, where, "latency",
+                                                    recipe.base_dir())
+        accuracy_cls, accuracy_options = parse_source(recipe.accuracy, ACCURACY_SOURCES, where, "accuracy",
+                                                      recipe.base_dir())
+        self.metric_directions = {**accuracy_cls.metrics, **latency_cls.metrics}
         self.objectives = list(recipe.search.objectives or
-                               [next(iter(self.accuracy.metrics)), next(iter(self.latency.metrics))])
+                               [next(iter(accuracy_cls.metrics)), next(iter(latency_cls.metrics))])
         for metric in [*self.objectives, *recipe.search.constraints]:
             if metric not in self.metric_directions:
                 raise RecipeError(f"{where}: search: unknown metric {metric!r}; the sources provide "
                                   f"{sorted(self.metric_directions)}")
         self.directions = [self.metric_directions[o] for o in self.objectives]
-        sampler = make_controller(recipe.search.controller, self.space, recipe.search.options,
-                                  recipe.seed, (0, self.directions[0]))
+        try:
+            sampler = make_controller(recipe.search.controller, self.space, recipe.search.options,
+                                      recipe.seed, (0, self.directions[0]))
+        except (KeyError, ValueError) as exc:
+            raise RecipeError(f"{where}: search: {exc.args[0] if exc.args else exc}") from None
+        self.screen_factor = recipe.search.screen.factor
+        if self.screen_factor > 1 and not latency_cls.cheap:
+            cheap = sorted(k for k in LATENCY_SOURCES.names() if LATENCY_SOURCES.get(k).cheap)
+            raise RecipeError(f"{where}: search.screen: the {latency_cls.kind!r} latency source is not cheap "
+                              f"(it measures); screening needs one of {cheap}")
+        self.warm_archs = self._read_warm_start(recipe.search.warm_start, where)
+        self._check_resumable(force)
+        self.store = MeasurementStore(Path(recipe.store) if recipe.store else default_store_path())
+        self.ctx = RunContext(self.space, self.store, self.run_dir, recipe.seed, recipe.base_dir(), progress)
+        try:
+            self.latency = latency_cls(latency_options, self.ctx)
+            self.accuracy = accuracy_cls(accuracy_options, self.ctx)
+        except (KeyError, ValueError) as exc:
+            self.store.close()
+            if isinstance(exc, RecipeError):
+                raise
+            raise RecipeError(f"{where}: {exc.args[0] if exc.args else exc}") from None
+        write_resolved(recipe, self.run_dir)
         storage = recipe.search.storage or f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
+        if storage == MEMORY:
+            # a throwaway study (benchmarks, tests): fast, but nothing to resume from
+            storage = optuna.storages.InMemoryStorage()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(storage=storage, study_name=recipe.name, sampler=sampler,
                                          directions=self.directions, load_if_exists=True)
@@ -118,8 +152,55 @@ class Search:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names(self.objectives)
+        if self.warm_archs and not self.study.get_trials(deepcopy=False):
+            for arch in self.warm_archs:
+                self.study.enqueue_trial(self.space.encode(arch), user_attrs={WARM_START_ATTR: str(arch)},
+                                         skip_if_exists=True)
+
+    # --- warm start -------------------------------------------------------------------
+    def _read_warm_start(self, source: str | None, where: str) -> list:
+        """The architectures to seed the search with: another run's front (its folder or
+        ``front.json``) or a CSV with an ``arch`` column; each checked against the space."""
+        if not source:
+            return []
+        path = Path(source).expanduser()
+        if path.is_dir():
+            path = path / "front.json"
+        if not path.is_file():
+            raise RecipeError(f"{where}: search.warm_start: {str(path)!r} does not exist (a run folder "
+                              f"with front.json, a front.json or a CSV with an 'arch' column)")
+        try:
+            if path.suffix == ".csv":
+                texts = [row["arch"] for row in csv.DictReader(io.StringIO(path.read_text()))]
+            else:
+                texts = [row["arch"] for row in json.loads(path.read_text())["front"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecipeError(f"{where}: search.warm_start: {path}: no list of archs ({exc})") from None
+        archs = []
+        for text in texts:
+            try:
+                archs.append(self.space.parse(text))
+            except ValueError as exc:
+                raise RecipeError(f"{where}: search.warm_start: {path}: not an arch of space "
+                                  f"{self.space.name!r}: {exc}") from None
+        return archs
 
     # --- resumption ---------------------------------------------------------------
+    def _check_resumable(self, force: bool) -> None:
+        """Refuse to continue a run whose recipe changed in a way that changes results."""
+        previous = self.run_dir / "recipe.yaml"
+        if force or not previous.is_file():
+            return
+        try:
+            changes = result_changes(load_recipe(previous), self.recipe)
+        except (RecipeError, FileNotFoundError) as exc:
+            raise RecipeError(f"{previous}: cannot compare with the recipe this run started with ({exc}); "
+                              f"use a new output folder, or --force") from None
+        if changes:
+            raise RecipeError(f"{self.run_dir} was started with a different recipe; changed: {', '.join(changes)}. "
+                              f"These change results: use a new output folder, or pass --force to resume "
+                              f"anyway")
+
     def _recover_interrupted(self) -> int:
         stale = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for trial in stale:
@@ -131,21 +212,58 @@ class Search:
     def completed(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
+    def screened_out(self) -> int:
+        return sum(SCREENED_ATTR in t.user_attrs
+                   for t in self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+
     # --- the loop -------------------------------------------------------------------
     def run(self) -> SearchResult:
+        budget = self.recipe.search.trials
+        if self.completed() >= budget:
+            print(f"{self.run_dir}: already complete ({self.completed()}/{budget} trials)")
+            return self.result()
         recovered = self._recover_interrupted()
         if recovered and self.progress:
             print(f"resuming {self.run_dir}: re-evaluating {recovered} interrupted trial(s) from the store")
-        budget = self.recipe.search.trials
         with make_progress(budget, "trials", self.progress) as bar:
             bar.update(self.completed())
             while (done := self.completed()) < budget:
                 batch = self._ask_batch(min(self.recipe.search.batch_size, budget - done))
                 self._evaluate_and_tell(batch)
                 bar.update(self.completed() - bar.n)
+        if self.screen_factor > 1 and self.progress:
+            done, out = self.completed(), self.screened_out()
+            print(f"screening: {done} expensive evaluations (trials), {done + out} cheap ones "
+                  f"({out} candidates screened out)")
         return self.result()
 
     def _ask_batch(self, size: int) -> list[tuple[optuna.Trial, Any]]:
+        if self.screen_factor == 1:
+            return self._ask(size)
+        batch = self._ask(size * self.screen_factor)
+        # warm-start trials are known to be good: they are never screened out
+        fixed = [i for i, (t, _) in enumerate(batch) if WARM_START_ATTR in t.user_attrs]
+        rest = [i for i in range(len(batch)) if i not in fixed]
+        known = self.latency.evaluate([batch[i][1] for i in rest])
+        bounds = {m: b for m, b in self.recipe.search.constraints.items() if m in self.latency.metrics}
+        excess = [{m: metrics[m] - b for m, b in bounds.items()} for metrics in known]
+        history = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        order = screen(self.space, [batch[i][1] for i in rest], known,
+                       [sum(max(0.0, v) for v in e.values()) for e in excess], history, self.objectives,
+                       self.directions, max(0, size - len(fixed)))
+        kept = set(fixed) | {rest[j] for j in order}
+        for j, i in enumerate(rest):
+            if i in kept:
+                continue
+            trial = batch[i][0]
+            for key, value in known[j].items():
+                trial.set_user_attr(key, value)
+            trial.set_user_attr(SCREENED_ATTR, True)
+            record_constraints(trial, excess[j])
+            self.study.tell(trial, state=TrialState.PRUNED)
+        return [b for i, b in enumerate(batch) if i in kept]
+
+    def _ask(self, size: int) -> list[tuple[optuna.Trial, Any]]:
         batch = []
         attempts = 0
         while len(batch) < size:
@@ -205,14 +323,12 @@ class Search:
         front = pareto_front(usable, self.objectives, self.directions)
         _write_csv(self.run_dir / "trials.csv", rows)
         _write_csv(self.run_dir / "front.csv", front)
-        (self.run_dir / "front.json").write_text(json.dumps(
+        atomic_write_text(self.run_dir / "front.json", json.dumps(
             {"objectives": self.objectives, "directions": self.directions, "front": front}, indent=2))
-        result = SearchResult(self.run_dir, self.objectives, self.directions, front, rows,
-                              list(getattr(self.latency, "measured", [])))
-        remeasure = getattr(self.latency, "remeasure_front", None)
-        if remeasure is not None and front:
-            archs = [self.space.parse(r["arch"]) for r in front]
-            measured = remeasure(archs)
+        result = SearchResult(self.run_dir, self.objectives, self.directions, front, rows, self.latency.measured,
+                              screened_out=self.screened_out())
+        measured = self.latency.remeasure_front([self.space.parse(r["arch"]) for r in front]) if front else None
+        if measured is not None:
             result.remeasured = [{"arch": r["arch"], **{f"predicted_{k}": r.get(k) for k in m},
                                   **{f"measured_{k}": v for k, v in m.items()}}
                                  for r, m in zip(front, measured)]
@@ -229,15 +345,16 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     keys: list[str] = []
     for row in rows:
         keys.extend(k for k in row if k not in keys)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys or ["arch"])
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=keys or ["arch"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def run_search(recipe: str | Path | dict | Recipe, overrides: Sequence[str] = (),
-               progress: bool = True) -> SearchResult:
-    search = Search(load_recipe(recipe, overrides), progress=progress)
+               progress: bool = True, force: bool = False) -> SearchResult:
+    search = Search(load_recipe(recipe, overrides), progress=progress, force=force)
     try:
         return search.run()
     finally:

@@ -49,9 +49,10 @@ def load_predictor(path_or_name: str | Path, space=None) -> Predictor:
 
 from predictors.baselines import LayerLUT, MACsProxy, SourceTransfer  # noqa: E402
 from predictors.fewshot import FewShotPredictor  # noqa: E402
+from predictors.mixture import SourceMixture  # noqa: E402
 
-for _cls in (FewShotPredictor, MACsProxy, LayerLUT, SourceTransfer):
+for _cls in (FewShotPredictor, MACsProxy, LayerLUT, SourceTransfer, SourceMixture):
     PREDICTORS.register(_cls.name, _cls)
 
 __all__ = ["PREDICTORS", "Predictor", "FewShotPredictor", "MACsProxy", "LayerLUT", "SourceTransfer",
-           "load_predictor", "resolve_checkpoint", "shipped_checkpoints"]
+           "SourceMixture", "load_predictor", "resolve_checkpoint", "shipped_checkpoints"]

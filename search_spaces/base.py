@@ -29,6 +29,8 @@ Decisions = dict[str, Any]
 class SearchSpace(abc.ABC):
     #: registry name, set by subclasses
     name: str = ""
+    #: names of the exported ONNX graph's inputs and outputs (``hwnas export``)
+    onnx_names: tuple[tuple[str, ...], tuple[str, ...]] = (("input",), ("output",))
 
     # --- what a space must provide -------------------------------------------------
     @abc.abstractmethod
@@ -151,16 +153,6 @@ class SearchSpace(abc.ABC):
 
         generator = torch.Generator().manual_seed(seed)
         return torch.randn(self.input_shape(arch, batch_size), generator=generator)
-
-    def export_onnx(self, model, arch: Any, path) -> float:
-        """Write ``model`` as ONNX to ``path``; return the max abs difference between
-        ONNX Runtime and PyTorch outputs on an example input.  Spaces whose models
-        take other inputs (token ids, caches) override this."""
-        from hardware.onnx_io import export_onnx, verify_onnx
-
-        example = self.example_input(arch)
-        export_onnx(model, example, path)
-        return verify_onnx(path, model, example)
 
     def export_extras(self, model, arch: Any, folder) -> list:
         """Space-specific files ``hwnas export`` writes beside ``model.pt`` and

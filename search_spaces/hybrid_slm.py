@@ -48,6 +48,7 @@ class HybridSLMArch:
 
 class HybridSLMSpace(SearchSpace):
     name = "hybrid_slm"
+    onnx_names = (("tokens",), ("logits",))
 
     def __init__(self, vocab_sizes=(256,), widths=(64, 96, 128), heads=(2, 4), kv_heads=(1, 2),
                  depths=(4, 6, 8), ops=OP_KINDS, windows=(64, 256), ffn_ratios=(2, 4),

@@ -6,7 +6,6 @@ device that has only ONNX Runtime, onnx and numpy, never torch.
 from __future__ import annotations
 
 import json
-import os
 
 
 from nas.commands import parse_key_values as _options
@@ -19,7 +18,10 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 to serve the network)")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--token", default=None,
-                   help="shared secret (default: $HWNAS_DEVICE_TOKEN, else a new one is printed)")
+                   help="shared secret (visible in the process list: prefer --token-file or "
+                        "$HWNAS_DEVICE_TOKEN; without any of them a new one is printed)")
+    p.add_argument("--token-file", default=None,
+                   help="read the token from this file (must not be readable by group or others)")
     p.add_argument("--runner", default="onnxruntime", choices=["onnxruntime", "onnxruntime_gpu", "tensorrt"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--dtype", default="float32")
@@ -27,7 +29,14 @@ def register(sub) -> None:
                    help="extra runner option, YAML value, e.g. --runner-option provider=tensorrt")
     p.add_argument("--max-request-mb", type=float, default=256.0)
     p.add_argument("--max-models", type=int, default=16)
-    p.add_argument("--max-measure-s", type=float, default=600.0)
+    p.add_argument("--max-measure-s", type=float, default=600.0,
+                   help="wall-clock seconds per request; past it the measuring process is killed (422)")
+    p.add_argument("--max-memory-mb", type=int, default=4096,
+                   help="memory of the measuring process (address space for the CPU runner)")
+    p.add_argument("--max-cpu-s", type=float, default=0.0,
+                   help="CPU seconds per request (default 0: max-measure-s x threads + 30)")
+    p.add_argument("--max-connections", type=int, default=64)
+    p.add_argument("--handshake-timeout-s", type=float, default=10.0)
     p.add_argument("--certfile", default=None, help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--keyfile", default=None)
     p.set_defaults(func=run_serve)
@@ -52,8 +61,9 @@ def register(sub) -> None:
     a.add_argument("--rounds", type=int, default=5)
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--store", default=None, help="measurement store (default $HWNAS_HOME/measurements.db)")
-    a.add_argument("--predictor", default="fewshot", choices=["fewshot", "transfer"],
-                   help="fewshot: predictors/' meta-learned predictor; transfer: NNLS over source devices")
+    a.add_argument("--predictor", default="fewshot", choices=["fewshot", "mixture"],
+                   help="fewshot: the meta-learned few-shot predictor; mixture: a non-negative mixture of "
+                        "the source devices' predictions")
     a.add_argument("--replace", action="store_true", help="onboard an existing device name again")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=run_add)
@@ -65,19 +75,14 @@ def register(sub) -> None:
 
 
 def run_serve(args) -> int:
-    from hardware.remote import TOKEN_ENV, Limits, serve_main
+    # the same options as hwnas-device (hardware.remote.server.add_serve_arguments; a test keeps them equal)
+    from hardware.remote.server import serve_from_args
 
-    options = {"threads": args.threads, "dtype": args.dtype, **_options(args.runner_option, "--runner-option")}
-    if args.max_request_mb <= 0:
-        raise ValueError("--max-request-mb must be > 0")
-    limits = Limits(max_request_bytes=int(args.max_request_mb * (1 << 20)), max_models=args.max_models,
-                    max_measure_s=args.max_measure_s)
-    return serve_main(args.token or os.environ.get(TOKEN_ENV), args.runner, options, args.host, args.port,
-                      limits, args.certfile, args.keyfile)
+    return serve_from_args(args, _options(args.runner_option, "--runner-option"))
 
 
 def run_add(args) -> int:
-    from hardware.device_source import onboard
+    from nas.onboarding import onboard
 
     options = _options(args.runner_option, "--runner-option")
     for key, value in (("threads", args.threads), ("dtype", args.dtype), ("servers", args.servers)):
@@ -93,7 +98,7 @@ def run_add(args) -> int:
 
 
 def run_list(args) -> int:
-    from hardware.device_source import list_devices, load_record
+    from nas.devices import list_devices, load_record
 
     names = list_devices()
     if not names:
@@ -110,7 +115,7 @@ def run_list(args) -> int:
 
 
 def run_show(args) -> int:
-    from hardware.device_source import load_record
+    from nas.devices import load_record
 
     print(json.dumps(load_record(args.name), indent=1))
     return 0

@@ -14,5 +14,8 @@ def run(args) -> int:
     from nas.commands.report import print_exports
     from nas.export import export_run
 
-    print_exports(export_run(args.run_dir, args.top, progress=not args.no_progress))
+    exported = export_run(args.run_dir, args.top, progress=not args.no_progress)
+    print_exports(exported)
+    if len(exported) < args.top:
+        print(f"exported {len(exported)} of --top {args.top}: the Pareto front has {len(exported)} architectures")
     return 0

@@ -10,6 +10,8 @@ def register(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set search.trials=20 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+    p.add_argument("--force", action="store_true",
+                   help="resume even though the recipe changed in a way that changes results")
     p.set_defaults(func=run)
 
 
@@ -20,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from nas.search import run_search
 
     recipe = load_recipe(args.recipe, args.overrides)
-    result = run_search(recipe, progress=not args.no_progress)
+    result = run_search(recipe, progress=not args.no_progress, force=args.force)
     print_front(result)
     if recipe.export.top:
         print_exports(export_run(result.run_dir, recipe.export.top, progress=not args.no_progress))

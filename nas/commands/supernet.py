@@ -95,7 +95,7 @@ def recipe_output_overridden(recipe, output: Path) -> bool:
 
 def finetune_dataset(run_dir: Path, dataset: str | None, root: str | None) -> tuple[str, str | None]:
     """The dataset to fine-tune on: explicit, else the run's supernet's, else digits."""
-    from nas.supernet.source import default_checkpoint
+    from nas.sources.supernet import default_checkpoint
     from nas.supernet.train import load_checkpoint
 
     if dataset is not None:

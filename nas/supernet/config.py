@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+from nas.options import parse_section
+
 OPTIMIZERS = ("sgd", "adamw")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -75,8 +77,6 @@ RUNTIME_KEYS = ("workers", "threads", "device", "validate", "calib_batches", "ou
 def parse_supernet_config(data: Mapping[str, Any] | None, where: str = "<recipe>") -> SupernetConfig:
     """Validate a recipe's ``supernet:`` mapping (the recipe's own section parser: unknown
     keys and wrong types are rejected); errors name ``where: supernet.<key>``."""
-    from nas.recipe import parse_section
-
     config = SupernetConfig() if data is None else parse_section(SupernetConfig, data, where, "supernet.")
     _check(config, f"{where}: supernet")
     return config

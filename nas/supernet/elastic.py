@@ -20,9 +20,13 @@ the shared weights.  Because the skeleton *is* the stand-alone module,
 :meth:`Supernet.extract` (the same slices copied into ``space.build(arch)``)
 computes exactly what the active supernet path computes.
 
-A space gets a supernet by subclassing :class:`Supernet` (largest/smallest
-architecture, the holder modules, the name map from stand-alone parameter names
-to supernet names) and registering it in ``SUPERNETS`` under the space name.
+This module is the space-independent engine.  A space gets a supernet by
+subclassing :class:`Supernet` (largest/smallest architecture, the holder
+modules, the name map from stand-alone parameter names to supernet names) and
+registering it in ``SUPERNETS`` under the space name; the built-in adapters
+live in :mod:`nas.supernet.adapters` (one module per space), which
+``nas/supernet/__init__.py`` imports, so importing any ``nas.supernet`` module
+registers them.
 """
 from __future__ import annotations
 
@@ -201,130 +205,3 @@ def build_supernet(space, seed: int = 0) -> Supernet:
         supernet = cls(space)
         supernet.init_for_training()
         return supernet
-
-
-# --- mbv3 ---------------------------------------------------------------------------
-class MBV3Supernet(Supernet):
-    """The timm MobileNetV3 of the largest architecture; sub-networks keep its names.
-
-    Elastic depth, kernel, expansion, width multiplier and resolution.  Every
-    width of the space is supported: a narrower network takes the leading
-    channels of each layer (stem, blocks, squeeze-excite, head).  Caveat:
-    MobileNetV3's efficient head has no norm after ``conv_head``, so BN
-    recalibration cannot re-centre a narrower width's head input; after short
-    training, widths other than the trained extremes are estimated poorly.
-    Once-for-all trains one supernet per width for this reason; a space with
-    a single width does the same here.
-    """
-
-    space_name = "mbv3"
-
-    def __init__(self, space):
-        super().__init__(space)
-        self.net = space.build(self.largest())
-
-    def largest(self):
-        from search_spaces.mbv3 import IRLayer, MBV3Arch
-
-        s = self.space
-        layer = IRLayer(max(s.kernels), max(s.expansions))
-        return MBV3Arch(max(s.resolutions), max(s.widths),
-                        tuple((layer,) * max(s.depths) for _ in s.stages))
-
-    def smallest(self):
-        from search_spaces.mbv3 import IRLayer, MBV3Arch
-
-        s = self.space
-        layer = IRLayer(min(s.kernels), min(s.expansions))
-        return MBV3Arch(min(s.resolutions), min(s.widths),
-                        tuple((layer,) * min(s.depths) for _ in s.stages))
-
-    def residual_blocks(self) -> list[nn.Module]:
-        # layers after the first of a stage keep stride 1 and the stage's width
-        return [block for stage in list(self.net.blocks)[1:len(self.space.stages) + 1]
-                for block in list(stage)[1:]]
-
-    def super_name(self, arch, name: str) -> str:
-        # layer j of stage s is blocks.<s+1>.<j> in both: elastic depth keeps the first layers
-        return f"net.{name}"
-
-
-# --- mobiledet ----------------------------------------------------------------------
-LAYER_KINDS = ("ir", "fu", "tu")
-
-
-class MobileDetSupernet(Supernet):
-    """SPOS-style: each layer position holds one candidate block per type.
-
-    Block types cannot share weights (a fused conv, a depthwise bottleneck and
-    a Tucker conv have different tensors), so they are parallel candidates;
-    *within* a type the kernel, expansion and Tucker ratios are elastic (slices
-    of the largest block).  ``skip`` has no weights.
-    """
-
-    space_name = "mobiledet"
-
-    def __init__(self, space):
-        super().__init__(space)
-        # one stand-alone network per block type at its largest settings provides the
-        # candidates, so the blocks are built exactly as the space builds them
-        nets = {kind: space.build(self._uniform(kind)) for kind in LAYER_KINDS}
-        first = nets[LAYER_KINDS[0]]
-        self.conv_stem = first.conv_stem
-        self.first = first.blocks[0]
-        self.conv_head = first.conv_head
-        self.classifier = first.classifier
-        self.layers = nn.ModuleDict()
-        positions = self._positions()
-        for index, position in enumerate(positions, start=1):
-            self.layers[position] = nn.ModuleDict({kind: nets[kind].blocks[index] for kind in LAYER_KINDS})
-
-    def _positions(self) -> list[str]:
-        return [f"s{s}_l{i}" for s in range(len(self.space.stages))
-                for i in range(self.space.layers_per_stage)]
-
-    def _uniform(self, kind: str):
-        from search_spaces.mobiledet import DetLayer, MobileDetArch
-
-        s = self.space
-        if kind == "tu":
-            layer = DetLayer("tu", kernel=max(s.kernels), in_ratio=max(s.tucker_ratios),
-                             out_ratio=max(s.tucker_ratios))
-        else:
-            layer = DetLayer(kind, kernel=max(s.kernels), expand=max(s.expansions))
-        return MobileDetArch(max(s.resolutions), tuple((layer,) * s.layers_per_stage for _ in s.stages))
-
-    def largest(self):
-        # fused convs are the heaviest block type (a full kxk conv to in*e channels)
-        return self._uniform("fu")
-
-    def smallest(self):
-        from search_spaces.mobiledet import DetLayer, MobileDetArch
-
-        s = self.space
-        tucker = DetLayer("tu", kernel=min(s.kernels), in_ratio=min(s.tucker_ratios),
-                          out_ratio=min(s.tucker_ratios))
-        stage = (tucker,) + (DetLayer("skip"),) * (s.layers_per_stage - 1)
-        return MobileDetArch(min(s.resolutions), tuple(stage for _ in s.stages))
-
-    def residual_blocks(self) -> list[nn.Module]:
-        return [block for position, candidates in self.layers.items() if not position.endswith("_l0")
-                for block in candidates.values()]
-
-    def super_name(self, arch, name: str) -> str:
-        if not name.startswith("blocks."):
-            return name  # conv_stem, conv_head, classifier
-        _, index, rest = name.split(".", 2)
-        index = int(index)
-        if index == 0:
-            return f"first.{rest}"
-        # stand-alone blocks 1.. are the non-skip layers in order
-        present = [(pos, layer.kind) for pos, layer in
-                   zip(self._positions(), (l for stage in arch.stages for l in stage))
-                   if layer.kind != "skip"]
-        position, kind = present[index - 1]
-        return f"layers.{position}.{kind}.{rest}"
-
-
-SUPERNETS.register(MBV3Supernet.space_name, MBV3Supernet)
-SUPERNETS.register(MobileDetSupernet.space_name, MobileDetSupernet)

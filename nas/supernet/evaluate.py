@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas.accuracy import evaluate_accuracy
+from nas.data import load_dataset
+
 
 def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
     """Recompute every batch-norm layer's running statistics on ``batches``; returns ``model`` in eval mode."""
@@ -66,8 +69,6 @@ class SubnetEvaluator:
         self._splits: dict[int, Any] = {}
 
     def splits(self, resolution: int):
-        from nas.data import load_dataset
-
         if resolution not in self._splits:
             splits = load_dataset(self.dataset, resolution, self.root, augment=False)
             num_classes = self.supernet.space.network_options().get("num_classes")
@@ -99,8 +100,6 @@ class SubnetEvaluator:
 
     def accuracy(self, arch, model: nn.Module | None = None) -> float:
         """Top-1 validation accuracy (%) of ``arch`` after BN recalibration."""
-        from nas.accuracy import evaluate_accuracy
-
         arch = self.supernet.parse(arch)
         model = self.model(arch) if model is None else model
         val = self.splits(self.resolution(arch)).val

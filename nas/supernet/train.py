@@ -56,9 +56,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nas.data import load_dataset
+
 from nas.supernet.config import RUNTIME_KEYS, SupernetConfig
 from nas.supernet.elastic import Supernet, build_supernet
 from nas.supernet.evaluate import SubnetEvaluator, select_device
+from search_spaces import make_space
 
 FORMAT = "hwnas-supernet/1"
 LAST, FINAL, LOSSES, LOG = "last.pt", "supernet.pt", "losses.jsonl", "train.log"
@@ -174,8 +177,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def supernet_from_checkpoint(state: dict[str, Any]) -> Supernet:
     """Rebuild the supernet recorded in a checkpoint (``last.pt`` or ``supernet.pt``)."""
-    from search_spaces import make_space
-
     space = make_space(state["space"], **state["space_options"])
     supernet = build_supernet(space, state["seed"])
     supernet.load_state_dict(state["model"])
@@ -220,8 +221,6 @@ def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: i
                    progress: bool = True, resume: bool = True,
                    log: Callable[[str], None] | None = print) -> TrainResult:
     """Train (or resume) a supernet for ``space`` into ``output``; see the module docstring."""
-    from nas.data import load_dataset
-
     started = time.perf_counter()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -5,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nas.recipe import RecipeError, load_recipe
+from nas.recipe import RecipeError, load_recipe, write_resolved
 from tests.conftest import REPO, tiny_recipe
 
 
@@ -98,3 +99,43 @@ def test_cli_reports_bad_arch_token(tmp_path):
 
     with pytest.raises(ValueError, match="ir_k4_e3"):
         make_space("mbv3").parse(arch)
+
+
+QUICKSTART = REPO / "recipes" / "quickstart.yaml"
+
+
+@pytest.mark.parametrize("override, key", [("latency.rounds=abc", "latency.rounds"),
+                                           ("latency.target_ms=abc", "latency.target_ms"),
+                                           ("latency.rounds='5'", "latency.rounds"),
+                                           ("accuracy.epochs='3'", "accuracy.epochs"),
+                                           ("latency.threads=0", "latency"),
+                                           ("accuracy.epochs=0", "accuracy")])
+def test_bad_source_option_is_one_line_naming_the_key_and_writes_nothing(tmp_path, override, key):
+    run_dir, home = tmp_path / "run", tmp_path / "home"
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "search", str(QUICKSTART), "--set", override,
+                           "--set", f"output={run_dir}"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300, env={**os.environ, "HWNAS_HOME": str(home)})
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{key}:" in lines[0] and str(QUICKSTART) in lines[0], proc.stderr
+    assert not run_dir.exists() and not home.exists()
+
+
+def test_source_options_are_typed_and_paths_resolved(tmp_path):
+    (tmp_path / "data").mkdir()
+    recipe = load_recipe(write(tmp_path, tiny_recipe(tmp_path, accuracy={"train": "cifar10", "root": "data",
+                                                                         "epochs": 2})))
+    # defaults filled in, the root absolute (against the recipe's folder), protocol keys typed
+    assert recipe.accuracy["root"] == str((tmp_path / "data").absolute())
+    assert recipe.accuracy["epochs"] == 2 and recipe.accuracy["lr"] == 0.005
+    assert recipe.latency["rounds"] == 3 and isinstance(recipe.latency["target_ms"], float)
+    with pytest.raises(RecipeError, match=r"latency\.opset: expected int"):
+        load_recipe(write(tmp_path, tiny_recipe(tmp_path, latency__opset="17"), "r2.yaml"))
+
+
+def test_secrets_are_not_written_back(tmp_path):
+    data = tiny_recipe(tmp_path, latency={"runner": "remote", "servers": "http://127.0.0.1:9", "token": "s3cret"})
+    recipe = load_recipe(data)
+    assert recipe.latency["token"] == "s3cret"  # the run uses it ...
+    written = write_resolved(recipe, tmp_path / "run").read_text()
+    assert "s3cret" not in written and "token:" not in written  # ... nothing writes it down

@@ -97,3 +97,62 @@ def test_killed_search_resumes_without_losing_or_repeating_work(tmp_path):
     assert not set(result.measured) & measured_before
     assert len(result.trials) == 8
     assert measured_before <= {r["arch"] for r in result.trials}
+
+
+def test_resuming_with_a_changed_recipe_is_refused_unless_forced(tmp_path, capsys):
+    recipe = tiny_recipe(tmp_path, search={"controller": "random", "trials": 2, "batch_size": 2})
+    first = run_search(recipe, progress=False)
+    written = (first.run_dir / "recipe.yaml").read_text()
+    changed = tiny_recipe(tmp_path, search={"controller": "random", "trials": 2, "batch_size": 2},
+                          accuracy__epochs=2)
+    with pytest.raises(ValueError, match=r"changed: accuracy\.epochs\. These change results.*--force"):
+        run_search(changed, progress=False)
+    assert (first.run_dir / "recipe.yaml").read_text() == written  # refused before writing
+    # the budget and the batch size do not change results: resuming with more trials is fine
+    with pytest.raises(ValueError, match=r"changed: search\.controller"):
+        run_search(tiny_recipe(tmp_path, search={"controller": "tpe", "trials": 2}), progress=False)
+    forced = run_search(changed, progress=False, force=True)
+    assert "already complete (2/2 trials)" in capsys.readouterr().out
+    assert [r["arch"] for r in forced.trials] == [r["arch"] for r in first.trials]
+    assert "epochs: 2" in (first.run_dir / "recipe.yaml").read_text()
+
+
+def _nb201_table(path, space):
+    """An accuracy table covering all 15,625 NAS-Bench-201 cells (values from a hash)."""
+    import hashlib
+    import itertools
+
+    names = list(space.decisions())
+    lines = ["arch,acc"]
+    for combo in itertools.product(*space.decisions().values()):
+        arch = str(space.decode(dict(zip(names, combo))))
+        lines.append(f"{arch},{int(hashlib.sha1(arch.encode()).hexdigest()[:4], 16) / 655.36:.3f}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_export_needs_only_the_run_folder_and_the_accuracy_source(tmp_path, monkeypatch):
+    from predictors import load_predictor
+    from search_spaces import make_space
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    _nb201_table(recipes / "acc.csv", make_space("nb201"))
+    load_predictor("nb201").save(recipes / "lat.npz")
+    (recipes / "r.yaml").write_text(yaml.safe_dump({
+        "name": "t", "space": {"name": "nb201"}, "latency": {"predictor": "lat.npz"},
+        "accuracy": {"table": "acc.csv", "column": "acc"},
+        "search": {"controller": "random", "trials": 4, "batch_size": 4},
+        "output": str(tmp_path / "run"), "store": str(tmp_path / "store.db")}))
+    monkeypatch.chdir(recipes)
+    result = run_search(recipes / "r.yaml", progress=False)
+    resolved = yaml.safe_load((result.run_dir / "recipe.yaml").read_text())
+    assert resolved["accuracy"]["table"] == str(recipes / "acc.csv")
+    # from another folder, with the latency source gone (an offline device, a deleted checkpoint)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (recipes / "lat.npz").unlink()
+    exported = export_run(result.run_dir, top=1, progress=False)
+    assert exported[0].weights == "random-init" and exported[0].onnx_max_abs_diff <= 1e-4
+    assert (exported[0].folder / "arch.txt").read_text().strip() == result.front[0]["arch"]
+    assert not (result.run_dir / "export" / "1" / "model.onnx.tmp").exists()

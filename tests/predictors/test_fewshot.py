@@ -144,4 +144,6 @@ def test_shipped_fbnet_checkpoint_is_reproduced_by_pretraining(shared_data):
     _, arrays = fresh.get_state()
     assert set(arrays) == set(shipped)
     for key in arrays:
-        np.testing.assert_array_equal(arrays[key], shipped[key])
+        # equal up to floating-point summation order: BLAS kernels differ between CPUs
+        # (the checkpoint was written on another Xeon; here values differ by ~1e-8)
+        np.testing.assert_allclose(arrays[key], shipped[key], rtol=1e-6, atol=1e-7)

@@ -1,8 +1,9 @@
-"""Onboarding a new device from a handful of measurements (chain spaces such as ``mbv3``).
+"""The source-mixture latency predictor (``mixture``): onboarding a new device
+from a handful of measurements (chain spaces such as ``mbv3``).
 
-A few-shot *transfer* predictor.  Every architecture is described by features
-counted on its built network (``search_spaces.features.arch_layer_costs``,
-aggregated per layer kind).  Source devices turn those features into latency:
+Every architecture is described by features counted on its built network
+(``search_spaces.features.arch_layer_costs``, aggregated per layer kind).
+Source devices turn those features into latency:
 
 * **real** sources: every runner configuration with enough measurements of
   the space in the measurement store (other threads, batch sizes, runtimes,
@@ -12,36 +13,35 @@ aggregated per layer kind).  Source devices turn those features into latency:
   datacentre GPUs (``hardware.analytic``), which fill in where real devices are
   missing.
 
-Adapting to the new device from N measurements fits the target latency as a
-non-negative combination of the source devices' predictions plus a constant
-(NNLS: physically, a device is some mix of compute-, memory- and launch-bound
-behaviour, and non-negativity keeps 10 samples from overfitting 40 columns).
-Leave-one-out error on the N samples picks between that mixture and the single
+:class:`SourceMixture` encodes an architecture as the source devices'
+predictions of it (its *basis* row).  Adapting to the new device from N
+measurements (``fit``) fits the target latency as a non-negative combination
+of the source devices' predictions plus a constant (NNLS: physically, a
+device is some mix of compute-, memory- and launch-bound behaviour, and
+non-negativity keeps 10 samples from overfitting 40 columns).  Leave-one-out
+error on the N samples picks between that mixture and the single
 best-matching source (scaled), which is the safer choice when N is tiny.
 
-The same bank also meta-trains the few-shot predictor of ``predictors/``
-(``fewshot_from_bank``): its latency table is the bank's predictions for a
-sampled pool.  ``hwnas device add --predictor fewshot|transfer`` picks one.
+The same bank also meta-trains the few-shot predictor (``fewshot_from_bank``):
+its latency table is the bank's predictions for a sampled pool.
 
 The reference set the device measures is chosen to be informative: greedy
-k-center over the sources' (log) predictions of a sampled pool, so it spans
-the latency behaviours the source devices disagree about, not just MACs.
+k-center over the sources' (log) predictions of a sampled pool
+(``select_reference``), so it spans the latency behaviours the source devices
+disagree about, not just MACs.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.optimize import nnls
-from scipy.stats import spearmanr
 
 from hardware.analytic import AnalyticDevice, LayerTable, sample_devices
+from hardware.store import space_key
+from predictors.base import Predictor
+from predictors.fewshot import FewShotPredictor
 
-FORMAT = "hwnas-device-predictor/1"
 #: conv kernels are split by size: a 1x1 conv is a GEMM, a kxk one an im2col/winograd kernel
 _GROUPS = ("conv1", "convk", "dwconv3", "dwconv5", "dwconv7", "dwconvk", "linear", "act", "pool", "other")
 FEATURE_NAMES = tuple(f"{g}_{q}" for g in _GROUPS for q in ("macs", "elements", "count")) + ("params",)
@@ -82,6 +82,7 @@ class FeatureCache:
         self._costs: dict[str, list] = {}
 
     def costs(self, archs: Sequence[Any]) -> list[list]:
+        # torch is needed to count costs; imported here so ``import predictors`` stays light
         from search_spaces.features import arch_layer_costs
 
         out = []
@@ -112,6 +113,8 @@ class RealSource:
 
     @classmethod
     def fit(cls, name: str, features: np.ndarray, latency: np.ndarray) -> "RealSource":
+        from scipy.optimize import nnls
+
         design, scale = _design(features)
         solution, _ = nnls(design, latency)
         coef = solution[:-1] / scale
@@ -129,43 +132,58 @@ def _design(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.hstack([features / scale, np.ones((len(features), 1))]), scale
 
 
-@dataclass
-class TransferPredictor:
-    """Source bank (real + analytic) plus the target device's non-negative mixture."""
+class SourceMixture(Predictor):
+    """Source bank (real + analytic) plus the target device's non-negative mixture.
 
-    space: str
-    real: list[RealSource] = field(default_factory=list)
-    analytic: list[AnalyticDevice] = field(default_factory=list)
-    batch_size: int = 1
-    #: "mixture" (NNLS over all sources) or "single" (one scaled source)
-    method: str = ""
-    weights: list[float] = field(default_factory=list)
-    intercept: float = 0.0
-    samples: int = 0
+    ``encode``/``basis`` give every source's prediction (archs x sources, ms);
+    ``fit`` adapts the mixture to the device's measurements and keeps the
+    leave-one-out MAPE of both candidate fits in ``loo``.
+    """
+
+    name = "mixture"
+    min_measurements = 3
+
+    def __init__(self, space, real: Sequence[RealSource] = (), analytic: Sequence[AnalyticDevice] = (),
+                 batch_size: int = 1):
+        super().__init__(space)
+        self.real = list(real)
+        self.analytic = list(analytic)
+        self.batch_size = int(batch_size)
+        self.cache = FeatureCache(space)
+        #: "mixture" (NNLS over all sources) or "single" (one scaled source); "" until fitted
+        self.method = ""
+        self.weights: list[float] = []
+        self.intercept = 0.0
+        self.samples = 0
+        #: leave-one-out MAPE of each candidate fit at the last ``fit``
+        self.loo: dict[str, float] = {}
 
     # -- source bank ----------------------------------------------------------------
     @property
     def source_names(self) -> list[str]:
         return [s.name for s in self.real] + [d.name for d in self.analytic]
 
-    def basis(self, cache: FeatureCache, archs: Sequence[Any]) -> np.ndarray:
+    def basis(self, archs: Sequence[Any]) -> np.ndarray:
         """Every source's latency prediction for ``archs`` (archs x sources), in ms."""
         columns = []
         if self.real:
-            feats = cache.features(archs)
+            feats = self.cache.features(archs)
             columns += [np.maximum(s.predict(feats), 1e-6) for s in self.real]
         if self.analytic:
-            table = cache.table(archs)
+            table = self.cache.table(archs)
             columns += [d.latency_ms(table, self.batch_size) for d in self.analytic]
         if not columns:
             raise ValueError("the predictor has no source devices")
         return np.stack(columns, axis=1)
 
+    def encode(self, archs: Sequence[Any]) -> np.ndarray:
+        return self.basis(archs)
+
     # -- adaptation -----------------------------------------------------------------
-    def adapt(self, basis: np.ndarray, latency: Sequence[float]) -> dict[str, float]:
-        """Fit the target from its measured ``latency`` of the archs behind ``basis``;
-        returns the leave-one-out MAPE of the candidate fits."""
-        y = np.asarray(latency, dtype=float)
+    def fit_encoded(self, basis: np.ndarray, latency_ms: Sequence[float]) -> "SourceMixture":
+        """Fit the target from its measured latency of the archs behind ``basis``; the
+        leave-one-out MAPE of the candidate fits is kept in ``self.loo``."""
+        y = np.asarray(latency_ms, dtype=float)
         if len(y) < 3:
             raise ValueError(f"adapting needs at least 3 measurements, got {len(y)}")
         if not np.all(np.isfinite(y)) or np.any(y <= 0):
@@ -175,46 +193,38 @@ class TransferPredictor:
         fit = _fit_mixture if self.method == "mixture" else _fit_single
         weights, intercept = fit(basis, y)
         self.weights, self.intercept, self.samples = weights.tolist(), float(intercept), int(len(y))
-        return loo
+        self.loo = loo
+        return self
 
-    def predict_basis(self, basis: np.ndarray) -> np.ndarray:
+    def predict_encoded(self, basis: np.ndarray) -> np.ndarray:
         if not self.weights:
             raise ValueError("the predictor has not been adapted to a device yet")
         return np.maximum(basis @ np.asarray(self.weights) + self.intercept, 1e-6)
 
-    def predict(self, cache: FeatureCache, archs: Sequence[Any]) -> np.ndarray:
-        return self.predict_basis(self.basis(cache, archs))
-
     # -- persistence ------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "space": self.space, "batch_size": self.batch_size,
-                "method": self.method, "weights": self.weights, "intercept": self.intercept,
-                "samples": self.samples, "feature_names": list(FEATURE_NAMES),
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        # plain JSON: Python floats round-trip exactly, so predictions are identical
+        meta = {"batch_size": self.batch_size, "method": self.method, "weights": self.weights,
+                "intercept": self.intercept, "samples": self.samples, "loo": self.loo,
+                "feature_names": list(FEATURE_NAMES),
                 "real": [vars(s) for s in self.real], "analytic": [d.to_dict() for d in self.analytic]}
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        return meta, {}
 
     @classmethod
-    def load(cls, path: str | Path) -> "TransferPredictor":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not a predictor file: {exc}") from None
-        if d.get("format") != FORMAT:
-            raise ValueError(f"{path}: format {d.get('format')!r} is not {FORMAT!r}")
-        if d["feature_names"] != list(FEATURE_NAMES):
-            raise ValueError(f"{path}: saved with other layer features; onboard the device again")
-        return cls(d["space"], [RealSource(**s) for s in d["real"]],
-                   [AnalyticDevice(**a) for a in d["analytic"]], d["batch_size"], d["method"],
-                   d["weights"], d["intercept"], d["samples"])
-
-    def digest(self) -> str:
-        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    def from_state(cls, space, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "SourceMixture":
+        if meta["feature_names"] != list(FEATURE_NAMES):
+            raise ValueError("mixture predictor saved with other layer features; onboard the device again")
+        model = cls(space, [RealSource(**s) for s in meta["real"]],
+                    [AnalyticDevice(**a) for a in meta["analytic"]], meta["batch_size"])
+        model.method, model.weights = meta["method"], [float(w) for w in meta["weights"]]
+        model.intercept, model.samples = float(meta["intercept"]), int(meta["samples"])
+        model.loo = {k: float(v) for k, v in meta["loo"].items()}
+        return model
 
 
 def _fit_mixture(basis: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    from scipy.optimize import nnls
+
     design, scale = _design(basis)
     # relative errors matter (MAPE, ranking of fast and slow nets alike): weight rows by 1/y
     solution, _ = nnls(design / y[:, None], np.ones_like(y))
@@ -223,6 +233,8 @@ def _fit_mixture(basis: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _fit_single(basis: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     """Best single source, scaled (a * source + b, a >= 0), chosen by relative error."""
+    from scipy.optimize import nnls
+
     best = None
     for j in range(basis.shape[1]):
         design = np.stack([basis[:, j], np.ones_like(y)], axis=1) / y[:, None]
@@ -254,8 +266,6 @@ def _loo_mape(basis: np.ndarray, y: np.ndarray, fit) -> float:
 def real_sources_from_store(store, space, cache: FeatureCache, exclude: Sequence[str] = (),
                             min_results: int = 30, max_results: int = 400) -> list[RealSource]:
     """One cost model per runner source in the store with enough results for ``space``."""
-    from nas.latency import space_key
-
     skey = space_key(space)
     sources = []
     for key in store.source_keys():
@@ -276,11 +286,14 @@ def real_sources_from_store(store, space, cache: FeatureCache, exclude: Sequence
     return sources
 
 
-def make_predictor(space, store, cache: FeatureCache, batch_size: int = 1, exclude: Sequence[str] = (),
-                   analytic_per_family: int = 8, seed: int = 0, min_results: int = 30) -> TransferPredictor:
-    """The un-adapted predictor: real sources from the store, then the analytic family."""
-    real = real_sources_from_store(store, space, cache, exclude, min_results) if store is not None else []
-    return TransferPredictor(space.name, real, sample_devices(analytic_per_family, seed), int(batch_size))
+def make_mixture(space, store, batch_size: int = 1, exclude: Sequence[str] = (), analytic_per_family: int = 8,
+                 seed: int = 0, min_results: int = 30) -> SourceMixture:
+    """The un-adapted mixture: real sources from ``store`` (a ``hardware.store.MeasurementStore``;
+    sources in ``exclude`` left out), then the seeded analytic family."""
+    mixture = SourceMixture(space, analytic=sample_devices(analytic_per_family, seed), batch_size=batch_size)
+    # the mixture's own cache: features counted for the real sources are reused by ``basis``
+    mixture.real = real_sources_from_store(store, space, mixture.cache, exclude, min_results)
+    return mixture
 
 
 def sample_pool(space, count: int, seed: int) -> list:
@@ -312,15 +325,15 @@ def select_reference(basis: np.ndarray, count: int) -> list[int]:
 
 
 def fewshot_from_bank(space, pool: Sequence[Any], pool_basis: np.ndarray, source_names: Sequence[str],
-                      seed: int = 0):
-    """The meta-learned few-shot predictor of ``predictors/``, meta-trained on the source
-    bank's latencies of the pool (archs x sources), ready for ``fit`` on the new device."""
-    from predictors import FewShotPredictor
-
+                      seed: int = 0) -> FewShotPredictor:
+    """The meta-learned few-shot predictor, meta-trained on the source bank's latencies
+    of the pool (archs x sources), ready for ``fit`` on the new device."""
     return FewShotPredictor.pretrain(space, [str(a) for a in pool], pool_basis, list(source_names), seed=seed)
 
 
 def quality(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    from scipy.stats import spearmanr
+
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
     return {"spearman": float(spearmanr(p, m)[0]) if len(m) > 2 else float("nan"),
             "mape": float(np.mean(np.abs(p - m) / m)), "count": int(len(m))}

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hardware.device_source import DeviceLatency, list_devices
-from hardware.onboarding import sample_pool
 from hardware.store import MeasurementStore
 from nas.cli import main
-from nas.sources import LATENCY_SOURCES, RunContext, make_source
+from nas.devices import list_devices
+from nas.sources import LATENCY_SOURCES, DeviceLatency, RunContext, make_source
+from predictors.mixture import sample_pool
 from search_spaces import make_space
 
 SPACE_OPTIONS = {"resolutions": [32], "num_classes": 10, "depths": [1, 2]}
@@ -29,8 +29,8 @@ def home(tmp_path_factory):
     mp.setenv("HWNAS_HOME", str(home))
     assert main(ADD) == 0
     # same runner and fingerprint under a second name: its measurements come from the store
-    transfer = [a if a != "tiny" else "tiny-t" for a in ADD]
-    assert main(transfer + ["--predictor", "transfer"]) == 0
+    mixture = [a if a != "tiny" else "tiny-t" for a in ADD]
+    assert main(mixture + ["--predictor", "mixture"]) == 0
     yield home
     mp.undo()
 
@@ -101,10 +101,10 @@ def test_bad_device_references_are_clear_errors(home):
         other = RunContext(make_space("mobiledet"), store, home / "run", progress=False)
         with pytest.raises(ValueError, match="onboarded for space 'mbv3'"):
             make_source({"device": "tiny"}, LATENCY_SOURCES, other, "latency")
-        with pytest.raises(ValueError, match="unknown key"):
+        with pytest.raises(ValueError, match=r"latency\.trheads: unknown key"):
             make_source({"device": "tiny", "trheads": 1}, LATENCY_SOURCES, context(home, store), "latency")
-    with pytest.raises(ValueError, match="bad device name"):
-        DeviceLatency.from_recipe("../etc", {}, None)
+        with pytest.raises(ValueError, match="bad device name"):
+            DeviceLatency.from_recipe("../etc", {}, context(home, store))
 
 
 def test_search_on_an_onboarded_device_reports_predicted_vs_measured(home, tmp_path):

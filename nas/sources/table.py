@@ -12,28 +12,31 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
 
-from nas.sources import ACCURACY_SOURCES, MAXIMIZE, AccuracySource, RunContext, reject_unknown
+from nas.options import PATH
+from nas.sources.base import ACCURACY_SOURCES, MAXIMIZE, AccuracySource, RunContext
+
+
+@dataclass(frozen=True)
+class TableOptions:
+    #: the CSV file
+    table: str = field(metadata=PATH)
+    #: which accuracy column of the table
+    column: str
 
 
 class TableAccuracy(AccuracySource):
     kind = "table"
     metrics = {"accuracy": MAXIMIZE}
+    Options = TableOptions
 
-    def __init__(self, values: dict[str, float], path: str, column: str, digest: str):
-        self.values = values
-        self.path = path
-        self.column = column
-        self.digest = digest
-
-    @classmethod
-    def from_recipe(cls, spec: Any, options: Mapping[str, Any], ctx: RunContext) -> "TableAccuracy":
-        reject_unknown(options, ["column"], "options")
-        if "column" not in options:
-            raise ValueError("options: 'column' is required (which accuracy column of the table)")
-        column = str(options["column"])
-        path = ctx.resolve_path(str(spec))
+    def __init__(self, options: TableOptions, ctx: RunContext):
+        super().__init__(options, ctx)
+        self.column = column = options.column
+        path = Path(options.table)
         if not path.is_file():
             raise FileNotFoundError(f"accuracy table {str(path)!r} does not exist")
         values: dict[str, float] = {}
@@ -60,8 +63,9 @@ class TableAccuracy(AccuracySource):
                 if not math.isfinite(value):
                     raise ValueError(f"{path} line {line}: {column} is {value}")
                 values[str(arch)] = value
-        digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
-        return cls(values, str(path), column, digest)
+        self.values = values
+        self.path = str(path)
+        self.digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
 
     def fingerprint(self) -> dict[str, Any]:
         return {"kind": self.kind, "column": self.column, "table_sha1": self.digest}

@@ -1,0 +1,214 @@
+"""Search quality against exhaustive truth: NAS-Bench-201, HELP's six test devices.
+
+Every architecture's CIFAR-10 accuracy (``nb201/accuracy.csv``) and true latency on each
+device (``nb201/latency_ms.csv``) are tabulated, so the true Pareto front and the best
+architecture under any latency budget are known.  Each controller runs through the real
+search loop (``nas.search.run_search``: ``accuracy: {table: ...}``, ``latency: {table:
+..., column: DEVICE}``, in-memory study, batch 8) and is scored after its first 50, 100
+and 200 trials (a controller never sees the budget, so a 200-trial run's prefixes are
+its 50- and 100-trial runs):
+
+* **hypervolume ratio**: two-objective search (accuracy, latency); hypervolume of the
+  feasible trials' front over the true front's, both objectives normalised by the true
+  front's ideal and nadir points, reference point = the nadir (strict: a point only
+  counts where it improves on the true front's worst corner);
+* **regret** (accuracy points) under the 10th/25th/50th-percentile latency of the
+  device: single-objective search for accuracy with ``constraints: {latency_ms: B}``;
+  regret = best accuracy of the table under B minus the best accuracy the search
+  evaluated under B (the whole range when it found none).  ``front regret`` is the same
+  read off the two-objective searches.
+
+``evolution+screen`` is evolution with ``search.screen: {factor: 4}`` (the table latency
+is cheap): its trials are expensive (accuracy) evaluations; its cheap (latency)
+evaluations are printed beside them.  Random search is the baseline of the same run.
+
+    python benchmarks/search_quality.py                       # full: 28 min on 2 shared cores
+    python benchmarks/search_quality.py --seeds 2 --devices fpga,pixel2 --trials 50,100
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nas.search import MEMORY, run_search  # noqa: E402
+from search_spaces import make_space  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201"
+DEVICES = ("titan_rtx_256", "gold_6226", "fpga", "pixel2", "raspi4", "eyeriss")
+CONTROLLERS = ("random", "evolution", "tpe", "nsga2")
+SCREENED = "evolution+screen"
+_RUNS = itertools.count()
+
+
+def load_tables(data: Path, devices):
+    space = make_space("nb201")
+    acc = {}
+    with open(data / "accuracy.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            acc[str(space.parse(row["arch"]))] = float(row["cifar10"])
+    lat = {d: {} for d in devices}
+    with open(data / "latency_ms.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            arch = str(space.parse(row["arch"]))
+            for d in devices:
+                lat[d][arch] = float(row[d])
+    return acc, lat
+
+
+def staircase(points):
+    """The non-dominated (latency, accuracy) points, by latency: min latency, max accuracy."""
+    out, best = [], -math.inf
+    for l, a in sorted(set(points), key=lambda p: (p[0], -p[1])):
+        if a > best:
+            out.append((l, a))
+            best = a
+    return out
+
+
+def hypervolume(front, ref_lat, ref_acc, span_lat, span_acc) -> float:
+    """Area dominated by a staircase front and bounded by the reference point, normalised."""
+    pts = [(l, a) for l, a in front if l <= ref_lat and a >= ref_acc]
+    area = 0.0
+    for i, (l, a) in enumerate(pts):
+        nxt = pts[i + 1][0] if i + 1 < len(pts) else ref_lat
+        area += (nxt - l) / span_lat * (a - ref_acc) / span_acc
+    return area
+
+
+class Truth:
+    def __init__(self, acc: dict, lat: dict, budgets=(10, 25, 50)):
+        archs = list(acc)
+        a = np.array([acc[x] for x in archs])
+        l = np.array([lat[x] for x in archs])
+        self.front = staircase(zip(l.tolist(), a.tolist()))
+        ideal_l, nadir_l = self.front[0][0], self.front[-1][0]
+        nadir_a, ideal_a = self.front[0][1], self.front[-1][1]
+        self.ref = (nadir_l, nadir_a, (nadir_l - ideal_l) or 1.0, (ideal_a - nadir_a) or 1.0)
+        self.hv = hypervolume(self.front, *self.ref)
+        self.budgets = {p: float(np.percentile(l, p)) for p in budgets}
+        self.best = {p: float(a[l <= b].max()) for p, b in self.budgets.items()}
+        self.worst = float(a.min())
+
+    def hv_ratio(self, rows) -> float:
+        return hypervolume(staircase((r["latency_ms"], r["accuracy"]) for r in rows), *self.ref) / self.hv
+
+    def regret(self, rows, p) -> float:
+        found = [r["accuracy"] for r in rows if r["latency_ms"] <= self.budgets[p] and "accuracy" in r
+                 and math.isfinite(r["accuracy"])]
+        return self.best[p] - (max(found) if found else self.worst)
+
+
+def recipe(tmp: str, device: str, controller: str, seed: int, trials: int, batch: int, data: Path,
+           bound: float | None = None, screen: int = 1) -> dict:
+    search = {"controller": controller, "trials": trials, "batch_size": batch, "storage": MEMORY,
+              "screen": {"factor": screen}}
+    if bound is not None:
+        search.update(objectives=["accuracy"], constraints={"latency_ms": bound})
+    return {"name": f"{controller}_{device}_{seed}", "seed": seed, "space": {"name": "nb201"},
+            "latency": {"table": str(data / "latency_ms.csv"), "column": device},
+            "accuracy": {"table": str(data / "accuracy.csv"), "column": "cifar10"},
+            "search": search, "output": f"{tmp}/run{next(_RUNS)}", "store": f"{tmp}/store.db"}
+
+
+def search_rows(rec: dict) -> tuple[list[dict], int]:
+    result = run_search(rec, progress=False)
+    rows = sorted(result.trials, key=lambda r: r["trial"])
+    return rows, result.screened_out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--controllers", default=",".join(CONTROLLERS + (SCREENED,)))
+    p.add_argument("--devices", default=",".join(DEVICES))
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--trials", default="50,100,200", help="trial counts to score (prefixes of one run)")
+    p.add_argument("--budgets", default="10,25,50", help="latency percentiles of the regret budgets")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--screen-factor", type=int, default=4)
+    p.add_argument("--data", type=Path, default=DATA)
+    args = p.parse_args(argv)
+    controllers = args.controllers.split(",")
+    devices = args.devices.split(",")
+    counts = sorted(int(t) for t in args.trials.split(","))
+    budgets = [int(b) for b in args.budgets.split(",")]
+    if "random" not in controllers:
+        controllers.insert(0, "random")  # the baseline of every run
+    acc, lat = load_tables(args.data, devices)
+    truths = {d: Truth(acc, lat[d], budgets) for d in devices}
+    # results[controller][device][seed] = {"hv": {n: x}, "front": {(n, p): x}, "regret": {(n, p): x}, ...}
+    results: dict = {c: {d: {} for d in devices} for c in controllers}
+    start = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for d in devices:
+            truth = truths[d]
+            for c in controllers:
+                name, screen = (("evolution", args.screen_factor) if c == SCREENED else (c, 1))
+                for seed in range(args.seeds):
+                    rows, out = search_rows(recipe(tmp, d, name, seed, counts[-1], args.batch_size, args.data,
+                                                   screen=screen))
+                    cell = {"hv": {n: truth.hv_ratio(rows[:n]) for n in counts},
+                            "front": {(n, q): truth.regret(rows[:n], q) for n in counts for q in budgets},
+                            "regret": {}, "cheap": len(rows) + out}
+                    for q in budgets:
+                        rows_q, out_q = search_rows(recipe(tmp, d, name, seed, counts[-1], args.batch_size,
+                                                           args.data, truth.budgets[q], screen))
+                        cell["regret"].update({(n, q): truth.regret(rows_q[:n], q) for n in counts})
+                        cell["cheap"] += len(rows_q) + out_q
+                    results[c][d][seed] = cell
+            print(f"  {d}: done ({time.time() - start:.0f} s)", file=sys.stderr, flush=True)
+
+    def mean(c, key, sub, devs=devices):
+        return float(np.mean([results[c][d][s][key][sub] for d in devs for s in range(args.seeds)]))
+
+    runs = 1 + len(budgets)
+    print(f"\nNAS-Bench-201 search quality vs exhaustive truth: {len(devices)} device(s) "
+          f"({', '.join(devices)}), {args.seeds} seed(s), batch {args.batch_size}; "
+          f"mean over devices and seeds\n")
+    head = f"{'controller':18s} {'trials':>6s} {'hv ratio':>9s} " + " ".join(
+        f"{f'regret@p{q}':>10s}" for q in budgets) + "  " + " ".join(f"{f'front@p{q}':>9s}" for q in budgets)
+    print(head)
+    print("-" * len(head))
+    for c in controllers:
+        for n in counts:
+            print(f"{c:18s} {n:6d} {mean(c, 'hv', n):9.4f} "
+                  + " ".join(f"{mean(c, 'regret', (n, q)):10.2f}" for q in budgets) + "  "
+                  + " ".join(f"{mean(c, 'front', (n, q)):9.2f}" for q in budgets))
+    n, mid = counts[-1], (25 if 25 in budgets else budgets[len(budgets) // 2])
+    print(f"\nper device at {n} trials: hv ratio / regret@p{mid} (pt)")
+    print(f"{'controller':18s} " + " ".join(f"{d:>15s}" for d in devices))
+    for c in controllers:
+        print(f"{c:18s} " + " ".join(f"{mean(c, 'hv', n, [d]):7.4f}/{mean(c, 'regret', (n, mid), [d]):6.2f}"
+                                     for d in devices))
+    if SCREENED in controllers:
+        cheap = np.mean([results[SCREENED][d][s]["cheap"] for d in devices for s in range(args.seeds)]) / runs
+        print(f"\n{SCREENED}: {n} expensive evaluations (trials) and {cheap:.0f} cheap (latency) "
+              f"evaluations per search; the others: {n} of each")
+        # expensive evaluations to reach the same front quality, screened vs unscreened
+        plain = [mean("evolution", "hv", k) for k in counts] if "evolution" in controllers else []
+        for k in counts:
+            h = mean(SCREENED, "hv", k)
+            reach = next((m for m, ph in zip(counts, plain) if ph >= h), None)
+            print(f"  hv {h:.4f} after {k} expensive evaluations screened; unscreened evolution "
+                  + (f"reaches it after {reach}" if reach else f"does not within {counts[-1]}"))
+    print(f"\ntargets (mean of seeds and devices, {n} trials): evolution hv >= 0.99, regret@p25 <= 0.05 pt, "
+          f"better than random, tpe and nsga2")
+    base = "random"
+    ev = "evolution" if "evolution" in controllers else controllers[-1]
+    print(f"({time.time() - start:.0f} s)")
+    print(f"search quality: {ev} hv {mean(ev, 'hv', n):.4f}, regret {mean(ev, 'regret', (n, mid)):.2f} pt "
+          f"at {n} trials ({base} hv {mean(base, 'hv', n):.4f}, regret {mean(base, 'regret', (n, mid)):.2f} pt)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

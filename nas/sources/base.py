@@ -1,0 +1,252 @@
+"""The objective-source contract: where a candidate's numbers come from.
+
+A recipe's ``latency:`` and ``accuracy:`` sections are each one mapping in
+which exactly one key names a registered source kind; that key's value is the
+*spec* (a runner name, a checkpoint path, a dataset) and the other keys are the
+source's options, e.g.::
+
+    latency:  {runner: onnxruntime, threads: 1, batch_size: 1}
+    latency:  {predictor: ckpt/nb201.npz}
+    accuracy: {train: digits, epochs: 2}
+    accuracy: {table: ../shared/data/nb201/accuracy.csv, column: cifar10}
+
+Lifecycle of a source::
+
+    cls, options = parse_source(section, REGISTRY, where, base_dir)   # pure: types checked,
+                                                                       # paths made absolute
+    source = cls(options, ctx)            # may open files, bind a device name in the store
+    source.metrics                        # {"latency_ms": "minimize", ...}
+    source.fingerprint()                  # JSON-able identity, cached results key on it
+    source.evaluate(archs) -> [ {metric: value}, ... ]   # one dict per arch, same order
+    source.close()
+
+Each source class declares ``Options``, a dataclass parsed by the recipe's own
+section parser (:func:`nas.options.parse_section`), so a bad value is one
+key-naming line before anything is written.  The spec is the field named
+``spec_field`` (default: the kind itself).
+
+Optional capabilities have do-nothing defaults here (as Optuna's
+``BaseSampler`` hooks do), so callers never probe with ``getattr``:
+``measured`` (archs this process measured), ``remeasure_front`` (measure
+predicted archs on the real device) and ``trained_model`` (weights for export).
+
+:class:`CachedSource` owns "look up the store, compute what is missing, store
+it" for every source whose results are worth keeping.  Sources evaluate
+*batches* so runners can interleave timing rounds across the batch, and so the
+store is consulted once per batch.
+"""
+from __future__ import annotations
+
+import abc
+import functools
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
+
+from tqdm.auto import tqdm
+
+from hardware.protocol import Protocol
+from hardware.store import MeasurementStore, source_key, space_key
+from nas.options import RecipeError, option_fields, parse_section, resolve_paths
+from nas.registry import Registry
+from search_spaces import SearchSpace
+
+MINIMIZE, MAXIMIZE = "minimize", "maximize"
+
+
+@dataclass
+class RunContext:
+    """What a source may need besides its own options."""
+
+    space: SearchSpace
+    store: MeasurementStore
+    run_dir: Path
+    seed: int = 0
+    #: relative paths given to ``from_recipe`` resolve against this
+    base_dir: Path = Path(".")
+    progress: bool = True
+
+
+class ObjectiveSource(abc.ABC):
+    kind: ClassVar[str] = ""
+    metrics: ClassVar[Mapping[str, str]] = {}
+    #: the options dataclass; its field ``spec_field`` holds the section's spec
+    Options: ClassVar[type]
+    #: the Options field that receives the value of the section's kind key
+    spec_field: ClassVar[str | None] = None
+    #: whether an evaluation costs next to nothing (a lookup or a prediction, not a
+    #: measurement or a training): ``search.screen`` evaluates a cheap latency source
+    #: on many candidates and sends only the promising ones to the accuracy source
+    cheap: ClassVar[bool] = False
+
+    def __init__(self, options: Any, ctx: RunContext):
+        self.options = options
+        self.ctx = ctx
+
+    # --- options ----------------------------------------------------------------------
+    @classmethod
+    def spec_name(cls) -> str:
+        return cls.spec_field or cls.kind
+
+    @classmethod
+    def parse_options(cls, section: Mapping[str, Any], where: str, prefix: str, base_dir: Path) -> Any:
+        """The section (kind key included) as ``cls.Options``, paths made absolute against
+        ``base_dir``; errors name ``where: <prefix><key>``."""
+        options = parse_section(cls.Options, section, where, prefix, keys={cls.spec_name(): cls.kind})
+        return resolve_paths(options, base_dir)
+
+    @classmethod
+    def section(cls, options: Any) -> dict[str, Any]:
+        """The resolved section (absolute paths, defaults filled in): parsing it again gives
+        ``options`` back."""
+        out = {cls.kind: getattr(options, cls.spec_name())}
+        out.update({f.name: getattr(options, f.name) for f in option_fields(options) if f.name != cls.spec_name()})
+        return out
+
+    @classmethod
+    def secret_keys(cls, options: Any) -> list[str]:
+        """Keys of :meth:`section` that hold secrets, never written to disk."""
+        return [f.name for f in option_fields(options) if f.metadata.get("secret")]
+
+    @classmethod
+    def from_recipe(cls, spec: Any, options: Mapping[str, Any], ctx: RunContext) -> "ObjectiveSource":
+        """Parse ``{kind: spec, **options}`` (paths against ``ctx.base_dir``) and build."""
+        parsed = cls.parse_options({cls.kind: spec, **options}, f"{cls.kind} source", "", ctx.base_dir)
+        return cls(parsed, ctx)
+
+    # --- what every source provides -----------------------------------------------------
+    @abc.abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """JSON-able identity of what this source computes."""
+
+    @abc.abstractmethod
+    def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
+        """One metrics dict per arch, in order."""
+
+    # --- optional capabilities (do-nothing defaults) --------------------------------
+    @property
+    def measured(self) -> list[str]:
+        """Canonical strings this process computed (not served from the store)."""
+        return []
+
+    def remeasure_front(self, archs: Sequence[Any]) -> list[dict[str, float]] | None:
+        """Measure ``archs`` on the real device when the values were predicted; ``None``
+        when this source's values already are measurements."""
+        return None
+
+    def trained_model(self, arch: Any):
+        """The candidate with the weights whose accuracy was estimated, or ``None``
+        when this source has no weights (export then writes the initialisation)."""
+        return None
+
+    def close(self) -> None:
+        """Release resources (sessions, servers)."""
+
+
+class LatencySource(ObjectiveSource):
+    metrics = {"latency_ms": MINIMIZE}
+
+
+class AccuracySource(ObjectiveSource):
+    metrics = {"accuracy": MAXIMIZE}
+
+
+class CachedSource(ObjectiveSource):
+    """A source whose results are kept in the measurement store, keyed by the source's
+    fingerprint, the space and the canonical arch string: nothing is computed twice.
+
+    Subclasses implement :meth:`compute`, which yields ``{arch: metrics}`` chunks;
+    each chunk is stored in one transaction as soon as it is yielded, so a killed
+    process loses at most the chunk it was computing."""
+
+    def __init__(self, options: Any, ctx: RunContext):
+        super().__init__(options, ctx)
+        self._computed: list[str] = []
+
+    @functools.cached_property
+    def key(self) -> str:
+        """The store's source key: a hash of the fingerprint."""
+        key = source_key(self.fingerprint())
+        self.ctx.store.register_source(key, self.fingerprint())
+        return key
+
+    def check(self, archs: Sequence[Any]) -> None:
+        """Refuse archs this source cannot evaluate (before anything is looked up)."""
+
+    @abc.abstractmethod
+    def compute(self, todo: Mapping[str, Any]) -> Iterator["Chunk"]:
+        """Compute the metrics of ``{canonical string: arch}``; yield them in chunks."""
+
+    def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
+        self.check(archs)
+        store, skey = self.ctx.store, space_key(self.ctx.space)
+        texts = [str(a) for a in archs]
+        results = store.get_many(self.key, skey, texts)
+        todo = {t: a for t, a in zip(texts, archs) if t not in results}
+        if todo:
+            for chunk in self.compute(todo):
+                store.put_many(self.key, skey, chunk.results, chunk.meta, chunk.reliable)
+                results.update(chunk.results)
+                self._computed.extend(chunk.results)
+        return [results[t] for t in texts]
+
+    @property
+    def measured(self) -> list[str]:
+        return list(self._computed)
+
+
+@dataclass
+class Chunk:
+    """Results a :class:`CachedSource` computed together, stored in one transaction."""
+
+    results: dict[str, dict[str, float]]
+    #: how they were obtained (machine load, anchor drift, times), kept beside each row
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: False: kept for inspection, never served from the store as a fact
+    reliable: bool = True
+
+
+def batch_seed(texts) -> int:
+    """A seed drawn from a batch's content, so a resumed run shuffles identically."""
+    return int(source_key({"archs": sorted(texts)}), 16) % 2**32
+
+
+PROTOCOL_KEYS = tuple(f.name for f in fields(Protocol))
+
+
+def pop_protocol(data: dict[str, Any], where: str, prefix: str, defaults: Protocol = Protocol()) -> Protocol:
+    """Remove the timing protocol's keys (``rounds``, ``repeats``, ...) from a measuring
+    source's section and parse them, over ``defaults``."""
+    given = {k: data.pop(k) for k in PROTOCOL_KEYS if k in data}
+    return parse_section(Protocol, {**asdict(defaults), **given}, where, prefix)
+
+
+def make_progress(total: int, description: str, enabled: bool = True):
+    """A tqdm bar (disabled when not wanted) used by every long-running source."""
+    return tqdm(total=total, desc=description, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+LATENCY_SOURCES: Registry[type[LatencySource]] = Registry("latency source")
+ACCURACY_SOURCES: Registry[type[AccuracySource]] = Registry("accuracy source")
+
+
+def parse_source(section: Mapping[str, Any], registry: Registry, where: str, name: str,
+                 base_dir: Path = Path(".")) -> tuple[type[ObjectiveSource], Any]:
+    """``(source class, parsed options)`` of the recipe section ``name`` (``latency`` or
+    ``accuracy``) of file ``where``; raises :class:`RecipeError` naming the file and the
+    key.  Pure: nothing is opened or written."""
+    if not isinstance(section, Mapping):
+        raise RecipeError(f"{where}: {name}: expected a mapping, got {type(section).__name__}")
+    kinds = [k for k in section if k in registry]
+    if len(kinds) != 1:
+        raise RecipeError(f"{where}: {name}: must have exactly one of the keys {registry.names()}, "
+                          f"got {sorted(section)}")
+    cls = registry.get(kinds[0])
+    return cls, cls.parse_options(section, where, f"{name}.", base_dir)
+
+
+def make_source(section: Mapping[str, Any], registry: Registry, ctx: RunContext, name: str,
+                where: str = "<recipe>") -> ObjectiveSource:
+    """Parse and build the source of one recipe section."""
+    cls, options = parse_source(section, registry, where, name, ctx.base_dir)
+    return cls(options, ctx)

@@ -1,0 +1,62 @@
+"""The ``train`` accuracy source: short stand-alone training of each candidate.
+
+``accuracy: {train: digits, epochs: 2, batch_size: 64, lr: 0.005}``
+
+The spec is a dataset name from :mod:`nas.data` (``digits`` is embedded; others
+need ``root``); the options are :class:`nas.accuracy.TrainSettings`.  Results
+are cached in the measurement store one by one, so a killed search keeps every
+finished estimate.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from nas.accuracy import TrainSettings, arch_seed, seeded_build, train_candidate
+from nas.data import load_dataset
+from nas.sources.base import (ACCURACY_SOURCES, MAXIMIZE, AccuracySource, CachedSource, Chunk, RunContext,
+                              make_progress)
+
+
+class TrainAccuracy(CachedSource, AccuracySource):
+    kind = "train"
+    metrics = {"accuracy": MAXIMIZE}
+    Options = TrainSettings
+    spec_field = "dataset"
+
+    def __init__(self, options: TrainSettings, ctx: RunContext):
+        if options.root is not None and not Path(options.root).exists():
+            raise FileNotFoundError(f"accuracy.train: dataset path {options.root!r} does not exist")
+        super().__init__(options, ctx)
+        self.settings = options
+
+    def fingerprint(self) -> dict[str, Any]:
+        settings = asdict(self.settings)
+        settings.pop("workers")  # loader workers do not change results
+        settings.pop("threads")
+        return {"kind": self.kind, "seed": self.ctx.seed, **settings}
+
+    def _splits(self, arch):
+        resolution = self.ctx.space.input_shape(arch)[-1]
+        return load_dataset(self.settings.dataset, resolution, self.settings.root, self.settings.augment)
+
+    def _train(self, arch):
+        """``(model, accuracy)``: the candidate trained from its own seed."""
+        seed = arch_seed(self.ctx.seed, str(arch))
+        model = seeded_build(self.ctx.space, arch, seed)
+        accuracy = train_candidate(model, self._splits(arch), self.settings, seed)
+        return model.eval(), accuracy
+
+    def trained_model(self, arch):
+        """The candidate trained exactly as during the search (used by export)."""
+        return self._train(arch)[0]
+
+    def compute(self, todo: Mapping[str, Any]) -> Iterator[Chunk]:
+        with make_progress(len(todo), "training", self.ctx.progress) as bar:
+            for text, arch in todo.items():
+                yield Chunk({text: {"accuracy": self._train(arch)[1]}})
+                bar.update(1)
+
+
+ACCURACY_SOURCES.register("train", TrainAccuracy)

@@ -1,0 +1,118 @@
+"""Cheap-objective screening, warm start and resumption of the search loop, on tabulated
+NAS-Bench-201 objectives (synthetic tables covering all 15,625 cells: instant lookups)."""
+import hashlib
+import itertools
+import json
+
+import pytest
+import yaml
+
+from nas.recipe import RecipeError, load_recipe
+from nas.search import SCREENED_ATTR, WARM_START_ATTR, Search, run_search
+from nas.sources import TableAccuracy
+from search_spaces import make_space
+
+COST = {"none": 0.0, "skip_connect": 0.2, "avg_pool_3x3": 1.0, "nor_conv_1x1": 1.5, "nor_conv_3x3": 4.0}
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tables")
+    space = make_space("nb201")
+    names = list(space.decisions())
+    acc, lat = ["arch,cifar10"], ["arch,dev"]
+    for combo in itertools.product(*space.decisions().values()):
+        arch = space.decode(dict(zip(names, combo)))
+        noise = int(hashlib.sha1(str(arch).encode()).hexdigest()[:4], 16) / 65536
+        acc.append(f"{arch},{50 + 5 * sum(op.startswith('nor_conv') for op in arch.ops) + noise:.4f}")
+        lat.append(f"{arch},{1 + sum(COST[op] for op in arch.ops):.3f}")
+    (folder / "acc.csv").write_text("\n".join(acc) + "\n")
+    (folder / "lat.csv").write_text("\n".join(lat) + "\n")
+    return folder
+
+
+def recipe(tmp_path, tables, name="run", **search):
+    return {"name": "screen", "seed": 0, "space": {"name": "nb201"},
+            "latency": {"table": str(tables / "lat.csv"), "column": "dev"},
+            "accuracy": {"table": str(tables / "acc.csv"), "column": "cifar10"},
+            "search": {"controller": "evolution", "trials": 16, "batch_size": 4, **search},
+            "output": str(tmp_path / name), "store": str(tmp_path / "store.db")}
+
+
+def test_screening_counts_only_expensive_evaluations(tmp_path, tables, monkeypatch):
+    evaluated = []
+    original = TableAccuracy.evaluate
+    monkeypatch.setattr(TableAccuracy, "evaluate", lambda self, archs: evaluated.extend(archs) or
+                        original(self, archs))
+    result = run_search(recipe(tmp_path, tables, screen={"factor": 4}, storage=":memory:",
+                               constraints={"latency_ms": 12.0}), progress=False)
+    # 16 trials = 16 accuracy (expensive) evaluations; 4 x 4 candidates per batch of 4
+    assert len(result.trials) == 16 and len(evaluated) == 16
+    assert result.screened_out == 16 * 4 - 16
+    # the cheap latency is known for every candidate: only feasible ones were sent on
+    assert all(r["feasible"] and r["latency_ms"] <= 12.0 for r in result.trials)
+
+
+def test_screening_prints_both_counts(tmp_path, tables, capsys):
+    run_search(recipe(tmp_path, tables, screen={"factor": 3}, storage=":memory:", trials=8), progress=True)
+    assert "screening: 8 expensive evaluations (trials), 24 cheap ones (16 candidates screened out)" \
+        in capsys.readouterr().out
+
+
+def test_screening_needs_a_cheap_latency_source(tmp_path, tables):
+    rec = recipe(tmp_path, tables, screen={"factor": 4})
+    rec["latency"] = {"runner": "onnxruntime", "threads": 1}
+    with pytest.raises(RecipeError, match="search.screen: the 'runner' latency source is not cheap"):
+        run_search(rec, progress=False)
+    assert not (tmp_path / "run" / "recipe.yaml").exists()  # refused before anything is written
+
+
+def test_resumed_screened_search_makes_the_same_proposals(tmp_path, tables):
+    # SQLite studies, as a real run: the second call is a new Search over the stored study
+    options = {"screen": {"factor": 2}, "options": {"population": 4}}
+    whole = run_search(recipe(tmp_path, tables, "whole", trials=8, **options), progress=False)
+    run_search(recipe(tmp_path, tables, "parts", trials=4, **options), progress=False)  # one batch of 4
+    resumed = run_search(recipe(tmp_path, tables, "parts", trials=8, **options), progress=False)
+    assert [r["arch"] for r in resumed.trials] == [r["arch"] for r in whole.trials]
+    assert resumed.screened_out == whole.screened_out
+
+
+def test_warm_start_enqueues_the_other_runs_front(tmp_path, tables):
+    first = run_search(recipe(tmp_path, tables, "first", controller="random", storage=":memory:"),
+                       progress=False)
+    front = [r["arch"] for r in first.front]
+    assert front
+    search = Search(load_recipe(recipe(tmp_path, tables, "second", storage=":memory:", screen={"factor": 2},
+                                       warm_start=str(first.run_dir))), progress=False)
+    try:
+        waiting = search.study.get_trials(deepcopy=False)
+        assert [t.user_attrs[WARM_START_ATTR] for t in waiting] == front
+        assert [str(search.space.decode(t.system_attrs["fixed_params"])) for t in waiting] == front
+        result = search.run()
+    finally:
+        search.close()
+    # the front is evaluated first, never screened out, and counted as trials
+    assert [r["arch"] for r in result.trials[:len(front)]] == front
+    screened = [t for t in search.study.trials if SCREENED_ATTR in t.user_attrs]
+    assert not {t.user_attrs["arch"] for t in screened} & set(front)
+
+
+def test_warm_start_from_a_csv_and_bad_sources(tmp_path, tables):
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+    (tmp_path / "best.csv").write_text(f"arch,score\n{arch},1\n")
+    result = run_search(recipe(tmp_path, tables, "csv", storage=":memory:", trials=4,
+                               warm_start=str(tmp_path / "best.csv")), progress=False)
+    assert result.trials[0]["arch"] == arch
+    with pytest.raises(RecipeError, match="search.warm_start: .*does not exist"):
+        run_search(recipe(tmp_path, tables, "a", warm_start=str(tmp_path / "nowhere")), progress=False)
+    (tmp_path / "front.json").write_text(json.dumps({"front": [{"arch": "k3_e1-skip"}]}))
+    with pytest.raises(RecipeError, match="not an arch of space 'nb201'"):
+        run_search(recipe(tmp_path, tables, "b", warm_start=str(tmp_path / "front.json")), progress=False)
+
+
+def test_screen_and_warm_start_are_recipe_keys_that_change_results(tmp_path, tables):
+    run_search(recipe(tmp_path, tables, trials=4), progress=False)
+    with pytest.raises(RecipeError, match=r"changed: search\.screen\.factor"):
+        run_search(recipe(tmp_path, tables, trials=4, screen={"factor": 2}), progress=False)
+    written = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
+    assert written["search"]["screen"] == {"factor": 1} and written["search"]["warm_start"] is None
