@@ -62,7 +62,9 @@ class DeviceLatency(LatencySource):
 
     def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
         texts = [str(a) for a in archs]
-        measured = self.ctx.store.get_many(self.key, space_key(self.ctx.space), texts)
+        # real measurements win over predictions, also those of a busy batch (stored flagged,
+        # already scaled by the batch's anchor drift): they are still closer than a prediction
+        measured = self.ctx.store.get_many(self.key, space_key(self.ctx.space), texts, reliable_only=False)
         todo = [t for t in texts if t not in measured]
         predicted = dict(zip(todo, self.predictor.predict(todo))) if todo else {}
         return [{"latency_ms": float(measured[t]["latency_ms"]) if t in measured else float(predicted[t])}

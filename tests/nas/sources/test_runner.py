@@ -67,11 +67,10 @@ def test_a_disturbed_batch_is_measured_again_and_never_stored_as_reliable(ctx):
     assert ctx.store.get_many(source.key, skey, [str(a) for a in archs[2:4]]) == {}
     assert all(m["latency_ms"] > 0 for m in got)
     assert ctx.store.anchors(source.key, skey) == references  # a busy batch never becomes the reference
-    # the next run measures those archs afresh (quietly now) and stores them as facts
+    # the next run measures those archs afresh instead of serving the flagged rows
     again = make_source({**FAST, "drift_retries": 1}, LATENCY_SOURCES, ctx, "latency")
     again.evaluate(archs[2:4])
     assert again.measured == [str(a) for a in archs[2:4]]
-    assert all(ctx.store.row_meta(source.key, skey, str(a))[1] for a in archs[2:4])
 
 
 WORKER = textwrap.dedent("""
