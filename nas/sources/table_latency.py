@@ -13,11 +13,9 @@ to the accuracy source.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from nas.options import PATH
 from nas.sources.base import LATENCY_SOURCES, MINIMIZE, LatencySource, RunContext
 from nas.sources.table import TableAccuracy, TableOptions
 
@@ -27,21 +25,14 @@ from nas.sources.table import TableAccuracy, TableOptions
 _LOADED: dict[tuple, tuple[dict[str, float], str]] = {}
 
 
-@dataclass(frozen=True)
-class TableLatencyOptions:
-    #: the CSV file (latency in milliseconds)
-    table: str = field(metadata=PATH)
-    #: which device column of the table
-    column: str
-
-
 class TableLatency(LatencySource):
     kind = "table"
     metrics = {"latency_ms": MINIMIZE}
-    Options = TableLatencyOptions
+    #: the same options as the accuracy table: the CSV file and the column (a device's latency, ms)
+    Options = TableOptions
     cheap = True
 
-    def __init__(self, options: TableLatencyOptions, ctx: RunContext):
+    def __init__(self, options: TableOptions, ctx: RunContext):
         super().__init__(options, ctx)
         path = Path(options.table)
         if not path.is_file():
