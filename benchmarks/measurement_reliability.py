@@ -70,7 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=Protocol().rounds)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-naive", action="store_true", help="skip the back-to-back baseline")
     parser.add_argument("--no-remote", action="store_true", help="skip the remote runner (loopback serve-device)")

@@ -1,6 +1,6 @@
 """Measurement truth on a busy machine: batches measured under load vs one quiet pass.
 
-    python benchmarks/measurement_under_load.py [--count 60] [--batch 8] [--load-s 30]
+    python benchmarks/measurement_under_load.py [--count 60] [--batch 8] [--load-s 30] [--rounds R]
 
 1. The reference: all ``--count`` mbv3 archs measured together in one quiet,
    interleaved pass (the protocol, ONNX Runtime, 1 thread).
@@ -95,27 +95,33 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--load-s", type=float, default=30.0, help="how long the load generator runs")
     parser.add_argument("--load-cores", type=int, default=None, help="busy processes (default: every core)")
-    parser.add_argument("--iterations", type=int, default=15, help="naive baseline: timings per arch")
+    parser.add_argument("--rounds", type=int, default=Protocol().rounds,
+                        help="protocol rounds, for the reference and for hwnas alike")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="naive baseline: timings per arch (default: as many as the protocol takes)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     cores = args.load_cores or os.cpu_count() or 1
+    protocol = Protocol(rounds=args.rounds)
+    iterations = args.iterations or protocol.rounds * protocol.repeats
     space = make_space("mbv3", resolutions=[128, 160], num_classes=1000)
     archs = sample_distinct(space, args.count, args.seed)
     runner = make_runner("onnxruntime", threads=1)
     print(f"{len(archs)} mbv3 archs, {runner.fingerprint().describe()}; batches of {args.batch}; "
-          f"load: {cores} busy processes for {args.load_s:.0f} s from the second batch")
+          f"load: {cores} busy processes for {args.load_s:.0f} s from the second batch; {protocol.rounds} rounds")
 
     t0 = time.perf_counter()
     candidates = [Candidate(str(a), lambda a=a: (space.build(a), space.example_input(a))) for a in archs]
     reference = {k: m.latency_ms for k, m in
-                 measure(runner, candidates, Protocol(), np.random.default_rng(args.seed)).items()}
+                 measure(runner, candidates, protocol, np.random.default_rng(args.seed)).items()}
     print(f"reference: one quiet interleaved pass, {time.perf_counter() - t0:.0f} s")
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp, MeasurementStore(Path(tmp) / "m.db") as store:
         ctx = RunContext(space, store, Path(tmp), args.seed, progress=False)
-        source = make_source({"runner": "onnxruntime", "threads": 1}, LATENCY_SOURCES, ctx, "latency")
+        source = make_source({"runner": "onnxruntime", "threads": 1, "rounds": args.rounds}, LATENCY_SOURCES,
+                             ctx, "latency")
         # the anchors' references come from a quiet first batch, as in a search
         t0 = time.perf_counter()
         ours = batched(lambda b: {str(a): m["latency_ms"] for a, m in zip(b, source.evaluate(b))},
@@ -125,7 +131,7 @@ def main() -> None:
                      f"{unreliable} rows stored unreliable"))
 
     t0 = time.perf_counter()
-    base = batched(lambda b: naive(runner, space, b, args.iterations), archs, args.batch,
+    base = batched(lambda b: naive(runner, space, b, iterations), archs, args.batch,
                    LoadGenerator(cores, args.load_s))
     rows.append(("naive back-to-back", *score(base, reference), time.perf_counter() - t0, ""))
 

@@ -40,7 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.search import MEMORY, run_search  # noqa: E402
+from nas.report import MEMORY  # noqa: E402
+from nas.search import run_search  # noqa: E402
 from search_spaces import make_space  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201"

@@ -80,15 +80,25 @@ class FingerprintMismatch(ValueError):
     """A device name already stands for other measurement conditions."""
 
 
+class StoreError(ValueError):
+    """The store's file cannot be used (corrupt, not SQLite, read-only); names the path."""
+
+
 class MeasurementStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), timeout=60)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(SCHEMA)
-        self._conn.commit()
-        self._migrate()
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.executescript(SCHEMA)
+            self._conn.commit()
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            # sqlite3 errors do not name the file: say which one and what to do
+            raise StoreError(f"{self.path}: cannot open the measurement store ({exc}); if it is corrupt, "
+                             "move it aside (its measurements are re-taken when needed)") from exc
 
     def _migrate(self) -> None:
         with self._conn:

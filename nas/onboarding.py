@@ -3,8 +3,11 @@
 Measure an informative reference set on the device (greedy k-center over the
 source devices' predictions of a sampled pool, so it spans the behaviours the
 sources disagree about), adapt a latency predictor of :mod:`predictors` to
-it, report held-out quality next to a MACs fit, and save the device folder
-(:mod:`nas.devices`).  Two predictors can be adapted:
+it, report held-out and cross-validated quality next to a MACs fit (with a
+warning when the predictor is no better; outlier rows are named and left out,
+see :func:`predictors.quality.adapt`), and save the device folder
+(:mod:`nas.devices`).  The pool's layer costs are counted once and kept under
+``$HWNAS_HOME/cache/pool_features`` for the next run.  Two predictors can be adapted:
 
 * ``fewshot``: the meta-learned few-shot predictor, meta-trained on the
   source bank's latencies of the pool;
@@ -14,12 +17,14 @@ it, report held-out quality next to a MACs fit, and save the device folder
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -27,10 +32,14 @@ from hardware.protocol import Protocol
 from hardware.store import MeasurementStore, hwnas_home
 from nas.devices import PREDICTOR_FILE, device_dir
 from nas.files import atomic_write_text
-from nas.sources import RunContext
+from nas.sources import RunContext, make_progress
 from nas.sources.runner import RunnerLatency
-from predictors.mixture import fewshot_from_bank, make_mixture, quality, sample_pool, select_reference
+from predictors.mixture import (FEATURE_VERSION, FeatureCache, fewshot_from_bank, make_mixture, quality,
+                                sample_pool, select_reference)
+from predictors.quality import adapt, find_outliers
 from search_spaces import make_space
+
+logger = logging.getLogger(__name__)
 
 PREDICTOR_KINDS = ("fewshot", "mixture")
 #: runner options never written to disk (secrets come from the environment instead)
@@ -62,12 +71,13 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
         fingerprint = latency.runner.fingerprint()
         log(f"device {name!r}: {fingerprint.describe()}")
         t0 = time.perf_counter()
-        bank = make_mixture(space, store, latency.runner.batch_size, exclude=[latency.key],
-                            analytic_per_family=analytic_per_family, seed=seed)
         archs = sample_pool(space, pool, seed)
         if len(archs) < samples + holdout:
             raise ValueError(f"space {space_name!r} has only {len(archs)} distinct archs; "
                              f"lower --samples/--holdout")
+        cache = featurised_pool(space, archs, seed, pool, home, progress, log)
+        bank = make_mixture(space, store, latency.runner.batch_size, exclude=[latency.key],
+                            analytic_per_family=analytic_per_family, seed=seed, cache=cache)
         basis = bank.basis(archs)
         log(f"source devices: {len(bank.real)} real (from the store), {len(bank.analytic)} analytic; "
             f"pool of {len(archs)} archs featurized in {time.perf_counter() - t0:.1f} s")
@@ -85,28 +95,33 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
         else:
             predictor, result = bank, {}
 
-        def fit(indices: list[int], latency_ms: np.ndarray) -> None:
-            predictor.fit([archs[i] for i in indices], latency_ms)
-            if predictor is bank:
-                result.update(method=bank.method, loo_mape=bank.loo[bank.method])
-
-        fit(chosen, y_ref)
-        if held:
-            q = quality(predictor.predict([archs[i] for i in held]), y_held)
-            macs = np.array([space.features(archs[i])["macs"] for i in chosen + held])
-            a, b = np.polyfit(macs[:samples], y_ref, 1)
-            q_macs = quality(a * macs[samples:] + b, y_held)
+        measured = chosen + held
+        # broken rows (a 1,300 ms timing among 1-2 ms ones) are found once over every
+        # measurement and kept out of both the held-out figure and the adaptation
+        bad = {measured[i] for i in find_outliers(space, [archs[i] for i in measured], y)}
+        ref = [(i, v) for i, v in zip(chosen, y_ref) if i not in bad]
+        test = [(i, v) for i, v in zip(held, y_held) if i not in bad]
+        if test and len(ref) >= predictor.min_measurements:
+            predictor.fit([archs[i] for i, _ in ref], [v for _, v in ref])
+            y_test = np.array([v for _, v in test])
+            q = quality(predictor.predict([archs[i] for i, _ in test]), y_test)
+            macs = np.array([space.features(archs[i])["macs"] for i, _ in ref + test])
+            a, b = np.polyfit(macs[:len(ref)], [v for _, v in ref], 1)
+            q_macs = quality(a * macs[len(ref):] + b, y_test)
             result.update(heldout=q, macs_proxy=q_macs)
-            log(f"held-out quality on {len(held)} archs: Spearman {q['spearman']:.3f}, MAPE {q['mape'] * 100:.1f}% "
+            log(f"held-out quality on {len(test)} archs: Spearman {q['spearman']:.3f}, MAPE {q['mape'] * 100:.1f}% "
                 f"(MACs proxy: Spearman {q_macs['spearman']:.3f}, MAPE {q_macs['mape'] * 100:.1f}%)")
-            # the saved predictor learns from every measurement; the quality above is the honest one
-            fit(chosen + held, y)
+        # the saved predictor learns from every (non-outlier) measurement; cross-validation
+        # over all of them is the figure with the most samples behind it
+        result.update(adapt(predictor, [archs[i] for i in measured], y, seed=seed, emit=log))
+        if predictor is bank:
+            result.update(method=bank.method, loo_mape=bank.loo[bank.method])
         folder.mkdir(parents=True, exist_ok=True)
         predictor.save(folder / PREDICTOR_FILE)
         table = io.StringIO()
         writer = csv.writer(table)
         writer.writerow(["arch", "latency_ms"])
-        for i, value in zip(chosen + held, y):
+        for i, value in zip(measured, y):
             writer.writerow([str(archs[i]), f"{value:.6f}"])
         atomic_write_text(folder / "measurements.csv", table.getvalue())
         record = {"name": name, "runner": runner,
@@ -122,3 +137,50 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
         return record
     finally:
         store.close()
+
+
+def pool_cache_path(space, seed: int, count: int, home: Path) -> Path:
+    """Where the layer costs of the pool ``sample_pool(space, count, seed)`` are kept:
+    keyed by the space and its options, the pool's seed and size and the feature version."""
+    # all options, not only those that change built networks: the sampled pool depends on them all
+    key = json.dumps({"space": space.name, "options": space.options(), "seed": seed, "count": count,
+                      "features": FEATURE_VERSION}, sort_keys=True, default=str)
+    return home / "cache" / "pool_features" / f"{space.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
+
+
+def featurised_pool(space, archs: Sequence[Any], seed: int, count: int, home: Path, progress: bool = True,
+                    log=print) -> FeatureCache:
+    """A feature cache holding the layer costs of ``archs`` (the sampled pool).
+
+    Counting costs builds every network (minutes for a 200-arch pool of a large space),
+    so the costs are kept on disk between ``device add`` runs; an unreadable or
+    mismatched file is recounted (with a warning) and rewritten atomically."""
+    cache = FeatureCache(space)
+    path = pool_cache_path(space, seed, count, home)
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict) or data.get("features") != FEATURE_VERSION \
+                    or not isinstance(data.get("costs"), dict):
+                raise ValueError("not a pool feature cache of this version")
+            cache.absorb(data["costs"])
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            message = f"WARNING: pool feature cache {path} is unreadable ({exc}); recounting"
+            logger.warning(message)
+            log(message)
+            cache = FeatureCache(space)
+    missing = cache.missing(archs)
+    if missing:
+        log(f"featurising {len(missing)} of {len(archs)} pool archs (kept in {path} for the next run)")
+        bar = make_progress(len(missing), "featurising pool", progress)
+        try:
+            cache.costs(archs, progress=bar.update)
+        finally:
+            bar.close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"space": space.name, "options": space.options(), "seed": seed, "count": count,
+                   "features": FEATURE_VERSION, "costs": cache.export(archs)}
+        atomic_write_text(path, json.dumps(payload, default=str))
+    else:
+        log(f"pool features of {len(archs)} archs read from {path}")
+    return cache

@@ -5,7 +5,7 @@ recipe gets the list of valid names instead of an ``AttributeError``.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 

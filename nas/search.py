@@ -32,12 +32,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -46,15 +48,18 @@ from nas.controllers import (ARCH_ATTR, CONSTRAINTS_ATTR, is_feasible, make_cont
                              screen, suggest_arch)
 from nas.files import atomic_write_text
 from nas.recipe import Recipe, RecipeError, load_recipe, result_changes, write_resolved
+from nas.report import study_storage
 from nas.sources import ACCURACY_SOURCES, LATENCY_SOURCES, MAXIMIZE, RunContext, make_progress, parse_source
+from predictors.protocol import mape
+from predictors.quality import spearman
 from search_spaces import make_space
+
+log = logging.getLogger("hwnas.search")
 
 FEATURES = ("macs", "params")
 #: user attribute of trials screened out on their cheap objectives (told PRUNED)
 SCREENED_ATTR = "screened"
 WARM_START_ATTR = "warm_start"
-#: ``search.storage`` value for an in-memory study (not resumable)
-MEMORY = ":memory:"
 
 
 @dataclass
@@ -66,26 +71,66 @@ class SearchResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
     #: architectures whose latency this process measured (not read from the store)
     measured: list[str] = field(default_factory=list)
+    #: the front and the next candidates re-measured in one batch (``predicted_*`` = the
+    #: values the search used, ``measured_*``); ``None`` when the latency source reaches no device
     remeasured: list[dict[str, Any]] | None = None
+    #: the front as the search saw it, before re-measurement recomputed ``front``
+    search_front: list[dict[str, Any]] | None = None
+    #: per latency metric: Spearman and MAPE (%) of the search's values against the re-measured ones
+    agreement: dict[str, dict[str, float]] | None = None
+    #: when no trial met the constraints: the closest candidates and how far each misses
+    nearest: list[dict[str, Any]] | None = None
     #: candidates whose cheap objectives were evaluated but that screening kept from the
     #: expensive evaluation (not trials); 0 without ``search.screen``
     screened_out: int = 0
 
 
+def pareto_layers(rows: Sequence[dict], objectives: Sequence[str], directions: Sequence[str],
+                  limit: int | None = None) -> list[list[dict]]:
+    """Non-dominated sorting: the front, then the front of the rest, and so on (one row
+    per arch; each layer sorted by the first objective, best first).  ``limit`` stops once
+    the layers hold that many rows."""
+    signs = [1.0 if d == MAXIMIZE else -1.0 for d in directions]
+    rest = list({r["arch"]: r for r in rows}.values())
+    layers: list[list[dict]] = []
+    while rest and (limit is None or sum(map(len, layers)) < limit):
+        scored = [[s * r[o] for s, o in zip(signs, objectives)] for r in rest]
+
+        def dominated(i: int) -> bool:
+            a = scored[i]
+            return any(all(b_k >= a_k for a_k, b_k in zip(a, b)) and any(b_k > a_k for a_k, b_k in zip(a, b))
+                       for j, b in enumerate(scored) if j != i)
+
+        flags = [dominated(i) for i in range(len(rest))]
+        layers.append(sorted((r for r, f in zip(rest, flags) if not f), key=lambda r: -signs[0] * r[objectives[0]]))
+        rest = [r for r, f in zip(rest, flags) if f]
+    return layers
+
+
 def pareto_front(rows: Sequence[dict], objectives: Sequence[str], directions: Sequence[str]) -> list[dict]:
     """Non-dominated rows (one per arch), sorted by the first objective, best first."""
-    signs = [1.0 if d == MAXIMIZE else -1.0 for d in directions]
-    unique = {r["arch"]: r for r in rows}
-    rows = list(unique.values())
-    scored = [[s * r[o] for s, o in zip(signs, objectives)] for r in rows]
+    layers = pareto_layers(rows, objectives, directions, limit=1)
+    return layers[0] if layers else []
 
-    def dominated(i: int) -> bool:
-        a = scored[i]
-        return any(all(b_k >= a_k for a_k, b_k in zip(a, b)) and any(b_k > a_k for a_k, b_k in zip(a, b))
-                   for j, b in enumerate(scored) if j != i)
 
-    front = [r for i, r in enumerate(rows) if not dominated(i)]
-    return sorted(front, key=lambda r: -signs[0] * r[objectives[0]])
+def constraint_misses(row: dict, constraints: dict[str, float]) -> dict[str, float]:
+    """``{metric: amount over its bound}`` of the constraints ``row`` violates."""
+    return {m: row[m] - bound for m, bound in constraints.items()
+            if isinstance(row.get(m), (int, float)) and row[m] > bound}
+
+
+def nearest_misses(rows: Sequence[dict], constraints: dict[str, float], count: int = 5) -> list[dict]:
+    """The ``count`` infeasible rows closest to feasibility (smallest summed relative
+    miss), each with a ``misses`` text such as ``latency_ms 0.93 > 0.8 (+16%)``."""
+    def relative(misses: dict[str, float]) -> float:
+        return sum(v / abs(constraints[m]) if constraints[m] else v for m, v in misses.items())
+
+    missing = [(r, constraint_misses(r, constraints)) for r in {r["arch"]: r for r in rows}.values()]
+    missing = sorted(((r, m) for r, m in missing if m), key=lambda rm: (relative(rm[1]), rm[0]["arch"]))
+    return [{"arch": r["arch"], **{k: v for k, v in r.items() if k != "arch" and isinstance(v, (int, float))},
+             "misses": ", ".join(f"{k} {r[k]:.4g} > {constraints[k]:.4g} (+{v / abs(constraints[k]):.0%})"
+                                 if constraints[k] else f"{k} {r[k]:.4g} > 0" for k, v in m.items())}
+            for r, m in missing[:count]]
 
 
 class Search:
@@ -132,6 +177,8 @@ class Search:
         self.ctx = RunContext(self.space, self.store, self.run_dir, recipe.seed, recipe.base_dir(), progress)
         try:
             self.latency = latency_cls(latency_options, self.ctx)
+            if warning := self.latency.constraint_warning(recipe.search.constraints):
+                log.warning(warning)
             self.accuracy = accuracy_cls(accuracy_options, self.ctx)
         except (KeyError, ValueError) as exc:
             self.store.close()
@@ -139,10 +186,8 @@ class Search:
                 raise
             raise RecipeError(f"{where}: {exc.args[0] if exc.args else exc}") from None
         write_resolved(recipe, self.run_dir)
-        storage = recipe.search.storage or f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
-        if storage == MEMORY:
-            # a throwaway study (benchmarks, tests): fast, but nothing to resume from
-            storage = optuna.storages.InMemoryStorage()
+        # None: a throwaway in-memory study (benchmarks, tests): fast, but nothing to resume from
+        storage = study_storage(self.run_dir, recipe.search.storage) or optuna.storages.InMemoryStorage()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(storage=storage, study_name=recipe.name, sampler=sampler,
                                          directions=self.directions, load_if_exists=True)
@@ -321,24 +366,89 @@ class Search:
         usable = [r for r in rows if r["feasible"] and all(
             isinstance(r.get(o), (int, float)) and math.isfinite(r[o]) for o in self.objectives)]
         front = pareto_front(usable, self.objectives, self.directions)
-        _write_csv(self.run_dir / "trials.csv", rows)
-        _write_csv(self.run_dir / "front.csv", front)
-        atomic_write_text(self.run_dir / "front.json", json.dumps(
-            {"objectives": self.objectives, "directions": self.directions, "front": front}, indent=2))
         result = SearchResult(self.run_dir, self.objectives, self.directions, front, rows, self.latency.measured,
                               screened_out=self.screened_out())
-        measured = self.latency.remeasure_front([self.space.parse(r["arch"]) for r in front]) if front else None
-        if measured is not None:
-            result.remeasured = [{"arch": r["arch"], **{f"predicted_{k}": r.get(k) for k in m},
-                                  **{f"measured_{k}": v for k, v in m.items()}}
-                                 for r, m in zip(front, measured)]
+        if front:
+            self._measure_front(result, usable)
+        constraints = dict(self.recipe.search.constraints)
+        if not result.front and constraints:
+            measured = {r["arch"]: {k[len("measured_"):]: v for k, v in r.items() if k.startswith("measured_")}
+                        for r in result.remeasured or []}
+            result.nearest = nearest_misses([{**r, **measured.get(r["arch"], {})} for r in rows], constraints)
+            log.warning("no trial met the constraints %s; nearest: %s", constraints,
+                        "; ".join(f"{r['arch']} ({r['misses']})" for r in result.nearest[:3]))
+        for metric, agreement in (result.agreement or {}).items():
+            log.info("front re-measured: %s of %d candidates, search vs measured: Spearman %s, MAPE %.1f%%",
+                     metric, agreement["count"], agreement["spearman"], agreement["mape"])
+        _write_csv(self.run_dir / "trials.csv", rows)
+        _write_csv(self.run_dir / "front.csv", result.front)
+        saved = {"objectives": self.objectives, "directions": self.directions, "front": result.front}
+        if result.remeasured is not None:
+            saved.update(search_front=result.search_front, remeasured=result.remeasured,
+                         agreement=result.agreement)
             _write_csv(self.run_dir / "front_remeasured.csv", result.remeasured)
+        if result.nearest is not None:
+            saved["nearest"] = result.nearest
+        atomic_write_text(self.run_dir / "front.json", json.dumps(saved, indent=2))
         return result
+
+    def _measure_front(self, result: SearchResult, usable: list[dict]) -> None:
+        """Measured truth for the front: the front and the next candidates in line are
+        measured again on the device, together in one interleaved batch (their values came
+        from a predictor, or from batches timed at other moments), the front is recomputed
+        from those values, and predicted-vs-measured agreement is kept.  Skipped when the
+        latency source reaches no device (a shipped predictor, a table)."""
+        front = result.front
+        extra = max(4, len(front))  # the next ones in line: they may overtake the front when measured
+        layers = pareto_layers(usable, self.objectives, self.directions, limit=len(front) + extra)
+        candidates = [r for layer in layers for r in layer][:len(front) + extra]
+        texts = [r["arch"] for r in candidates]
+        previous = self._saved_remeasurement(texts)
+        if previous is None:
+            measured = self.latency.remeasure([self.space.parse(t) for t in texts])
+            if measured is None:
+                return
+            # the source's metrics only (not e.g. a runner's spread): what is saved and compared
+            previous = {t: {k: v for k, v in m.items() if k in self.latency.metrics}
+                        for t, m in zip(texts, measured)}
+        metrics = [k for k in self.latency.metrics
+                   if all(isinstance(m.get(k), (int, float)) for m in previous.values())]
+        on_front = {r["arch"] for r in front}
+        result.remeasured = [{"arch": r["arch"], "on_search_front": r["arch"] in on_front,
+                              **{f"predicted_{k}": r.get(k) for k in metrics},
+                              **{f"measured_{k}": previous[r["arch"]][k] for k in metrics}}
+                             for r in candidates]
+        result.agreement = {k: _agreement([r[k] for r in candidates], [previous[r["arch"]][k] for r in candidates])
+                            for k in metrics if all(isinstance(r.get(k), (int, float)) for r in candidates)}
+        constraints = dict(self.recipe.search.constraints)
+        truth = [{**r, **previous[r["arch"]]} for r in candidates]
+        result.search_front = front
+        result.front = pareto_front([r for r in truth if not constraint_misses(r, constraints)],
+                                    self.objectives, self.directions)
+
+    def _saved_remeasurement(self, texts: list[str]) -> dict[str, dict[str, float]] | None:
+        """The measured values of an earlier ``result()`` of this run (a re-run of a finished
+        search) when it measured the same candidates: nothing is measured twice."""
+        try:
+            saved = json.loads((self.run_dir / "front.json").read_text())
+            rows = {r["arch"]: r for r in saved["remeasured"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if sorted(rows) != sorted(texts):
+            return None
+        return {t: {k[len("measured_"):]: v for k, v in rows[t].items() if k.startswith("measured_")} for t in texts}
 
     def close(self) -> None:
         for source in (self.latency, self.accuracy):
             source.close()
         self.store.close()
+
+
+def _agreement(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    rank = spearman(p, m)  # undefined (NaN) for under 3 points or constant values: saved as null
+    return {"spearman": None if math.isnan(rank) else round(rank, 4), "mape": round(mape(p, m), 2),
+            "count": int(len(m))}
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

@@ -64,6 +64,13 @@ class Predictor(abc.ABC):
     #: fewest measurements ``fit`` accepts
     min_measurements = 2
 
+    @property
+    def adapted_to_device(self) -> bool:
+        """Whether predictions are in a measured device's milliseconds (``fit`` ran or the
+        checkpoint was calibrated); un-adapted predictors answer in other units (e.g. the
+        average source device of a meta-trained predictor)."""
+        return True
+
     # --- the public entry points -----------------------------------------------------
     def fit(self, archs: Sequence[Any], latency_ms: Sequence[float]) -> "Predictor":
         archs = self.parse_all(archs)

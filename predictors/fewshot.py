@@ -44,6 +44,12 @@ SCALE_VARIANCE = 1.0
 NOISE_GRID = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
 PRIOR_SCALE_GRID = (0.3, 1.0, 3.0, 10.0)
 OFFSET_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+#: adapted predictions never go below this fraction of the fastest measured latency.
+#: A clamp rather than a fit in log space: the meta-learned prior is over weights of
+#: *additive* (linear) latency models, and a log-space fit would need another prior.
+#: Half the fastest measurement leaves room for nets faster than any measured one
+#: while ruling out the impossible (zero or negative milliseconds).
+FLOOR_FRACTION = 0.5
 
 
 # --- Bayesian linear regression under a meta-learned prior --------------------------
@@ -175,6 +181,7 @@ class FewShotPredictor(Predictor):
         self.adapted: dict[str, np.ndarray] | None = None
         self.view_weights: dict[str, float] | None = None
         self.scale_ms: float | None = None
+        self.floor_ms = 0.0
         self.num_measurements = 0
 
 
@@ -228,6 +235,7 @@ class FewShotPredictor(Predictor):
         self.adapted = {v: results[v][1] for v in self.source_weights}
         self.view_weights = {v: float(p) for v, p in zip(self.source_weights, posterior)}
         self.scale_ms = scale
+        self.floor_ms = FLOOR_FRACTION * float(y.min())
         self.num_measurements = len(y)
         return self
 
@@ -236,8 +244,9 @@ class FewShotPredictor(Predictor):
             # un-adapted: the average source device, in its (geometric-mean) unit
             share = 1.0 / len(self.source_weights)
             return self.reference_ms * sum(share * (views[v] @ self.priors[v][0]) for v in self.source_weights)
-        return self.scale_ms * sum(self.view_weights[v] * (views[v] @ self.adapted[v])
+        pred = self.scale_ms * sum(self.view_weights[v] * (views[v] @ self.adapted[v])
                                    for v in self.source_weights)
+        return np.maximum(pred, self.floor_ms)
 
     # --- checkpoints ----------------------------------------------------------------------
     def get_state(self):
@@ -250,7 +259,7 @@ class FewShotPredictor(Predictor):
             arrays[f"basis/{i}/bias"] = b
         if self.adapted is not None:
             meta.update(scale_ms=self.scale_ms, view_weights=self.view_weights,
-                        num_measurements=self.num_measurements)
+                        num_measurements=self.num_measurements, floor_ms=self.floor_ms)
             arrays.update({f"adapted/{v}": w for v, w in self.adapted.items()})
         return meta, arrays
 
@@ -266,9 +275,15 @@ class FewShotPredictor(Predictor):
                 predictor.view_weights = {v: float(meta["view_weights"][v]) for v in meta["views"]}
                 predictor.scale_ms = float(meta["scale_ms"])
                 predictor.num_measurements = int(meta["num_measurements"])
+                # checkpoints adapted before the floor existed predict as they did
+                predictor.floor_ms = float(meta.get("floor_ms", 0.0))
         except KeyError as exc:
             raise ValueError(f"fewshot checkpoint is missing {exc.args[0]!r}") from None
         return predictor
+
+    @property
+    def adapted_to_device(self) -> bool:
+        return self.adapted is not None
 
     def describe(self) -> str:
         state = (f"adapted on {self.num_measurements} measurements (views: "

@@ -33,14 +33,14 @@ disagree about, not just MACs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from hardware.analytic import AnalyticDevice, LayerTable, sample_devices
 from hardware.store import space_key
 from predictors.base import Predictor
-from predictors.fewshot import FewShotPredictor
+from predictors.fewshot import FLOOR_FRACTION, FewShotPredictor
 
 #: conv kernels are split by size: a 1x1 conv is a GEMM, a kxk one an im2col/winograd kernel
 _GROUPS = ("conv1", "convk", "dwconv3", "dwconv5", "dwconv7", "dwconvk", "linear", "act", "pool", "other")
@@ -74,14 +74,28 @@ def aggregate(costs) -> np.ndarray:
     return row
 
 
+#: bump when what ``FeatureCache`` counts changes: saved caches of another version are recounted
+FEATURE_VERSION = 1
+
+
 class FeatureCache:
-    """Counts each architecture's layer costs once and keeps them (in memory)."""
+    """Counts each architecture's layer costs once and keeps them (in memory).
+
+    ``export``/``absorb`` turn the counted costs into plain JSON-able rows and back, so a
+    caller can keep them on disk between processes (``hwnas device add`` does)."""
 
     def __init__(self, space):
         self.space = space
         self._costs: dict[str, list] = {}
+        #: how many architectures this cache counted itself (not absorbed)
+        self.computed = 0
 
-    def costs(self, archs: Sequence[Any]) -> list[list]:
+    def missing(self, archs: Sequence[Any]) -> list[str]:
+        return [str(a) for a in archs if str(a) not in self._costs]
+
+    def costs(self, archs: Sequence[Any], progress: Callable[[int], Any] | None = None) -> list[list]:
+        """Layer costs of ``archs``; ``progress(1)`` is called after each arch counted
+        (counting builds the network: ~1 s each for large spaces)."""
         # torch is needed to count costs; imported here so ``import predictors`` stays light
         from search_spaces.features import arch_layer_costs
 
@@ -91,8 +105,30 @@ class FeatureCache:
             if key not in self._costs:
                 arch = self.space.parse(key) if isinstance(arch, str) else arch
                 self._costs[key] = arch_layer_costs(self.space, arch)
+                self.computed += 1
+                if progress is not None:
+                    progress(1)
             out.append(self._costs[key])
         return out
+
+    def export(self, archs: Sequence[Any]) -> dict[str, list[list]]:
+        """``{arch: [[name, kind, macs, in_elements, out_elements, params, kernel], ...]}``
+        for ``archs`` (counted first where missing)."""
+        return {str(a): [[c.name, c.kind, c.macs, c.in_elements, c.out_elements, c.params, c.kernel]
+                         for c in costs] for a, costs in zip(archs, self.costs(archs))}
+
+    def absorb(self, rows: dict[str, list[list]]) -> None:
+        """Take costs in the form ``export`` gives; a malformed row raises ValueError."""
+        from search_spaces.features import LayerCost
+
+        parsed = {}
+        try:
+            for arch, layers in rows.items():
+                parsed[str(arch)] = [LayerCost(str(n), str(k), int(m), int(i), int(o), int(p), int(kern))
+                                     for n, k, m, i, o, p, kern in layers]
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"malformed layer-cost rows: {exc}") from None
+        self._costs.update(parsed)
 
     def features(self, archs: Sequence[Any]) -> np.ndarray:
         return np.stack([aggregate(c) for c in self.costs(archs)])
@@ -155,6 +191,8 @@ class SourceMixture(Predictor):
         self.weights: list[float] = []
         self.intercept = 0.0
         self.samples = 0
+        #: predictions never go below it: a fraction of the fastest measured latency
+        self.floor_ms = 1e-6
         #: leave-one-out MAPE of each candidate fit at the last ``fit``
         self.loo: dict[str, float] = {}
 
@@ -193,19 +231,25 @@ class SourceMixture(Predictor):
         fit = _fit_mixture if self.method == "mixture" else _fit_single
         weights, intercept = fit(basis, y)
         self.weights, self.intercept, self.samples = weights.tolist(), float(intercept), int(len(y))
+        self.floor_ms = FLOOR_FRACTION * float(y.min())
         self.loo = loo
         return self
 
     def predict_encoded(self, basis: np.ndarray) -> np.ndarray:
         if not self.weights:
             raise ValueError("the predictor has not been adapted to a device yet")
-        return np.maximum(basis @ np.asarray(self.weights) + self.intercept, 1e-6)
+        # a negative intercept can push small nets below zero: keep them at the floor
+        return np.maximum(basis @ np.asarray(self.weights) + self.intercept, self.floor_ms)
+
+    @property
+    def adapted_to_device(self) -> bool:
+        return bool(self.weights)
 
     # -- persistence ------------------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         # plain JSON: Python floats round-trip exactly, so predictions are identical
         meta = {"batch_size": self.batch_size, "method": self.method, "weights": self.weights,
-                "intercept": self.intercept, "samples": self.samples, "loo": self.loo,
+                "intercept": self.intercept, "samples": self.samples, "loo": self.loo, "floor_ms": self.floor_ms,
                 "feature_names": list(FEATURE_NAMES),
                 "real": [vars(s) for s in self.real], "analytic": [d.to_dict() for d in self.analytic]}
         return meta, {}
@@ -219,6 +263,7 @@ class SourceMixture(Predictor):
         model.method, model.weights = meta["method"], [float(w) for w in meta["weights"]]
         model.intercept, model.samples = float(meta["intercept"]), int(meta["samples"])
         model.loo = {k: float(v) for k, v in meta["loo"].items()}
+        model.floor_ms = float(meta.get("floor_ms", 1e-6))
         return model
 
 
@@ -287,10 +332,13 @@ def real_sources_from_store(store, space, cache: FeatureCache, exclude: Sequence
 
 
 def make_mixture(space, store, batch_size: int = 1, exclude: Sequence[str] = (), analytic_per_family: int = 8,
-                 seed: int = 0, min_results: int = 30) -> SourceMixture:
+                 seed: int = 0, min_results: int = 30, cache: FeatureCache | None = None) -> SourceMixture:
     """The un-adapted mixture: real sources from ``store`` (a ``hardware.store.MeasurementStore``;
-    sources in ``exclude`` left out), then the seeded analytic family."""
+    sources in ``exclude`` left out), then the seeded analytic family.  ``cache``: costs
+    already counted (e.g. loaded from disk) to use instead of an empty cache."""
     mixture = SourceMixture(space, analytic=sample_devices(analytic_per_family, seed), batch_size=batch_size)
+    if cache is not None:
+        mixture.cache = cache
     # the mixture's own cache: features counted for the real sources are reused by ``basis``
     mixture.real = real_sources_from_store(store, space, mixture.cache, exclude, min_results)
     return mixture

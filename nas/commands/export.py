@@ -6,7 +6,8 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="export the top-K Pareto architectures of a run")
     p.add_argument("run_dir", help="folder of a finished search")
     p.add_argument("--top", type=int, default=3, help="how many architectures (default 3)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar; one status line per model is still logged")
     p.set_defaults(func=run)
 
 
@@ -14,8 +15,5 @@ def run(args) -> int:
     from nas.commands.report import print_exports
     from nas.export import export_run
 
-    exported = export_run(args.run_dir, args.top, progress=not args.no_progress)
-    print_exports(exported)
-    if len(exported) < args.top:
-        print(f"exported {len(exported)} of --top {args.top}: the Pareto front has {len(exported)} architectures")
+    print_exports(export_run(args.run_dir, args.top, progress=not args.no_progress), args.top)
     return 0

@@ -5,17 +5,19 @@ protocol (store-cached) and writes ``arch,latency_ms`` — the format the
 predictor commands read.  ``--verify N`` instead re-times N stored rows of the
 runner's fingerprint in one batch and reports how far they drifted;
 ``--invalidate`` drops the rows that fail (they are measured again when next
-needed).
+needed).  The remote runner takes ``--servers`` and ``--token-file``.
 """
 from __future__ import annotations
 
 import csv
+import io
 
 
 def register(sub) -> None:
     p = sub.add_parser("measure", help="measure sampled architectures with a runner, write a CSV")
-    p.add_argument("--space", required=True)
-    p.add_argument("--runner", required=True)
+    p.add_argument("--space", required=True, help="search space name (see `hwnas spaces`)")
+    p.add_argument("--runner", required=True,
+                   help="latency runner name, e.g. onnxruntime, or remote for serve-device servers")
     p.add_argument("--count", type=int, help="how many sampled archs to measure")
     p.add_argument("--out", help="CSV file to write (header arch,latency_ms)")
     p.add_argument("--verify", type=int, default=None, metavar="N",
@@ -24,18 +26,41 @@ def register(sub) -> None:
                    help="with --verify: drop the rows that are off by more than --tolerance")
     p.add_argument("--tolerance", type=float, default=0.15,
                    help="relative difference beyond which a verified row fails (default 0.15)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+    p.add_argument("--batch-size", type=int, default=1, help="inference batch size (default 1)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="interleaved timing rounds per architecture (default 5)")
     p.add_argument("--runner-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="runner option, YAML value, e.g. --runner-option servers=http://pi:8765 "
-                        "(remote: the token comes from $HWNAS_DEVICE_TOKEN)")
-    p.add_argument("--seed", type=int, default=0)
+                   help="runner option, YAML value, e.g. --runner-option opset=17 (repeatable)")
+    p.add_argument("--servers", default=None, metavar="URL[,URL...]",
+                   help="remote runner: the serve-device server(s) to measure on")
+    p.add_argument("--token-file", default=None, metavar="FILE",
+                   help="remote runner: file holding the device token (default: $HWNAS_DEVICE_TOKEN); "
+                        "a file, not an argument, so the secret stays out of `ps` and shell history")
+    p.add_argument("--seed", type=int, default=0, help="seed of the architecture sample (default 0)")
     p.add_argument("--space-option", action="append", default=[], metavar="KEY=VALUE",
                    help="space option, YAML value, e.g. --space-option resolutions=[128,160]")
     p.add_argument("--store", default=None, help="measurement store (default $HWNAS_HOME/measurements.db)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar; one status line per batch is still logged")
     p.set_defaults(func=run)
+
+
+def remote_options(args) -> dict:
+    """``servers``/``token`` runner options from ``--servers``/``--token-file``."""
+    from pathlib import Path
+
+    options = {}
+    if args.servers:
+        options["servers"] = args.servers
+    if args.token_file:
+        token = Path(args.token_file).read_text().strip()
+        if not token:
+            raise ValueError(f"--token-file {args.token_file}: the file is empty")
+        options["token"] = token
+    if options and args.runner != "remote":
+        raise ValueError(f"--servers/--token-file are options of the remote runner, not {args.runner!r}")
+    return options
 
 
 def sample_distinct(space, count: int, seed: int) -> list:
@@ -58,6 +83,7 @@ def run(args) -> int:
 
     from hardware.store import MeasurementStore, default_store_path
     from nas.commands import parse_key_values
+    from nas.files import atomic_write_text
     from nas.sources import RunContext
     from nas.sources.runner import RunnerLatency
     from search_spaces import make_space
@@ -68,7 +94,7 @@ def run(args) -> int:
         raise ValueError("--count and --verify must be >= 1")
     space = make_space(args.space, **parse_key_values(args.space_option, "--space-option"))
     options = {"threads": args.threads, "batch_size": args.batch_size, "rounds": args.rounds,
-               **parse_key_values(args.runner_option, "--runner-option")}
+               **parse_key_values(args.runner_option, "--runner-option"), **remote_options(args)}
     with MeasurementStore(args.store or default_store_path()) as store:
         ctx = RunContext(space, store, Path("."), args.seed, progress=not args.no_progress)
         source = RunnerLatency.from_recipe(args.runner, options, ctx)
@@ -76,11 +102,13 @@ def run(args) -> int:
             return verify(source, args.verify, args.tolerance, args.invalidate, args.seed)
         archs = sample_distinct(space, args.count, args.seed)
         metrics = source.evaluate(archs)
-    with open(args.out, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["arch", "latency_ms"])
-        for arch, m in zip(archs, metrics):
-            writer.writerow([str(arch), f"{m['latency_ms']:.6f}"])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["arch", "latency_ms"])
+    for arch, m in zip(archs, metrics):
+        writer.writerow([str(arch), f"{m['latency_ms']:.6f}"])
+    # atomic: a full disk leaves the old file (or none), never a truncated CSV
+    atomic_write_text(args.out, text.getvalue())
     print(f"wrote {len(archs)} measurements to {args.out} ({source.runner.fingerprint().describe()})")
     return 0
 

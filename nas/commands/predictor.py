@@ -44,6 +44,7 @@ def register(sub) -> None:
     a.add_argument("--checkpoint", required=True, help="checkpoint path or shipped name")
     a.add_argument("--measurements", required=True, help="CSV with header arch,latency_ms")
     a.add_argument("--out", required=True, help="adapted checkpoint to write")
+    a.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default 0)")
     a.set_defaults(func=run_finetune)
 
     a = actions.add_parser("predict", help="predict latencies of a list of architectures")
@@ -86,14 +87,18 @@ def run_finetune(args) -> int:
     from predictors import load_predictor
     from predictors.data import read_measurements
 
+    from predictors.quality import adapt
+
     predictor = load_predictor(args.checkpoint)
     archs, latency = read_measurements(args.measurements, predictor.space)
     start = time.perf_counter()
-    predictor.fit(archs, latency)
+    # outlier rows left out (named), cross-validated quality printed next to a MACs fit
+    record = adapt(predictor, archs, latency, seed=args.seed, emit=print)
     seconds = time.perf_counter() - start
     path = predictor.save(args.out)
     describe = getattr(predictor, "describe", None)
-    print(f"fine-tuned on {len(archs)} measurements in {seconds:.2f} s -> {path}")
+    dropped = f" ({len(record['outliers'])} outlier row(s) left out)" if record["outliers"] else ""
+    print(f"fine-tuned on {record['samples']} measurements{dropped} in {seconds:.2f} s -> {path}")
     if describe is not None:
         print(describe())
     return 0

@@ -9,7 +9,9 @@ resolved recipe is saved there as ``recipe.yaml``.  A search then uses it with
 
 ``finetune`` trains the networks exported by ``hwnas export RUN_DIR --top K``
 (``RUN_DIR/export/<rank>/model.pt``) for a few more epochs and saves
-``finetuned.pt`` (same format) and ``finetune.json`` beside each.
+``finetuned.pt`` (same format), ``finetune.json`` and the portable set
+(``finetuned.pt2``, ``finetuned.onnx`` with metadata, the ``README.md`` model
+card rewritten) beside each.
 """
 from __future__ import annotations
 
@@ -35,11 +37,11 @@ def register(sub) -> None:
     f.add_argument("--rank", type=int, action="append", default=None,
                    help="only this export rank (repeatable; default: all)")
     f.add_argument("--lr", type=float, default=0.001, help="peak learning rate (AdamW, one-cycle)")
-    f.add_argument("--batch-size", type=int, default=64)
+    f.add_argument("--batch-size", type=int, default=64, help="training batch size (default 64)")
     f.add_argument("--dataset", default=None,
                    help="dataset name (default: the run's supernet dataset, else digits)")
     f.add_argument("--root", default=None, help="dataset folder for non-embedded datasets")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     f.set_defaults(func=run_finetune)
 
 
@@ -108,11 +110,10 @@ def finetune_dataset(run_dir: Path, dataset: str | None, root: str | None) -> tu
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    import torch
-
     from nas.accuracy import TrainSettings, evaluate_accuracy, train_candidate
     from nas.data import load_dataset
-    from nas.export import load_exported
+    from nas.export import finetune_bundle, load_exported, save_model
+    from nas.files import atomic_write_text
 
     run_dir = Path(args.run_dir)
     export_dir = run_dir / "export"
@@ -139,12 +140,13 @@ def run_finetune(args: argparse.Namespace) -> int:
         after = train_candidate(model.train(), splits, settings, args.seed)
         meta = json.loads((folder / "arch.json").read_text()) if (folder / "arch.json").is_file() else {}
         predicted = meta.get("metrics", {}).get("accuracy")
-        torch.save({"arch": str(arch), "space": space.name, "space_options": space.options(),
-                    "state_dict": model.state_dict(), "weights": f"finetuned {args.epochs} epochs"},
-                   folder / "finetuned.pt")
+        save_model(space, model, arch, folder / "finetuned.pt", f"finetuned {args.epochs} epochs")
         record = {"arch": str(arch), "dataset": dataset, "epochs": args.epochs, "lr": args.lr,
                   "predicted_accuracy": predicted, "exported_accuracy": before, "finetuned_accuracy": after}
-        (folder / "finetune.json").write_text(json.dumps(record, indent=2))
+        atomic_write_text(folder / "finetune.json", json.dumps(record, indent=2))
+        # the same portable set as the export: torch.export + ONNX with metadata + model card
+        record["onnx_max_abs_diff"] = finetune_bundle(space, model.eval(), arch, folder, record)
+        atomic_write_text(folder / "finetune.json", json.dumps(record, indent=2))
         rows.append((folder.name, record))
     print(f"{'rank':>4}  {'predicted':>9}  {'exported':>8}  {'finetuned':>9}  arch")
     for rank, r in rows:

@@ -27,8 +27,8 @@ key-naming line before anything is written.  The spec is the field named
 
 Optional capabilities have do-nothing defaults here (as Optuna's
 ``BaseSampler`` hooks do), so callers never probe with ``getattr``:
-``measured`` (archs this process measured), ``remeasure_front`` (measure
-predicted archs on the real device) and ``trained_model`` (weights for export).
+``measured`` (archs this process measured), ``remeasure`` (measure
+archs again on the device, in one batch) and ``trained_model`` (weights for export).
 
 :class:`CachedSource` owns "look up the store, compute what is missing, store
 it" for every source whose results are worth keeping.  Sources evaluate
@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import abc
 import functools
+import logging
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
@@ -50,6 +52,8 @@ from hardware.store import MeasurementStore, source_key, space_key
 from nas.options import RecipeError, option_fields, parse_section, resolve_paths
 from nas.registry import Registry
 from search_spaces import SearchSpace
+
+_log = logging.getLogger(__name__)
 
 MINIMIZE, MAXIMIZE = "minimize", "maximize"
 
@@ -129,9 +133,18 @@ class ObjectiveSource(abc.ABC):
         """Canonical strings this process computed (not served from the store)."""
         return []
 
-    def remeasure_front(self, archs: Sequence[Any]) -> list[dict[str, float]] | None:
-        """Measure ``archs`` on the real device when the values were predicted; ``None``
-        when this source's values already are measurements."""
+    def remeasure(self, archs: Sequence[Any]) -> list[dict[str, float]] | None:
+        """Measure ``archs`` again on the target device, all together in one fresh
+        interleaved batch (never served from the store): the end-of-search check that the
+        front is measured truth, whether its values were predicted or timed in batches at
+        other moments.  ``None`` when this source reaches no device (a shipped predictor,
+        a table)."""
+        return None
+
+    def constraint_warning(self, constraints: Mapping[str, float]) -> str | None:
+        """A warning when the recipe's ``search.constraints`` do not mean what they say
+        for this source's values (an absolute budget on an un-adapted predictor's ms);
+        ``None`` when there is nothing to warn about.  The search logs it at start."""
         return None
 
     def trained_model(self, arch: Any):
@@ -221,9 +234,41 @@ def pop_protocol(data: dict[str, Any], where: str, prefix: str, defaults: Protoc
     return parse_section(Protocol, {**asdict(defaults), **given}, where, prefix)
 
 
+class StatusLines:
+    """:func:`make_progress`'s stand-in off a terminal: one plain log line per update
+    (a batch, in the sources) instead of a bar, so redirected output and ``run.log``
+    get readable ``measuring: 8/16`` lines rather than carriage returns and escape codes."""
+
+    def __init__(self, total: int, description: str):
+        self.total, self.description, self.n = total, description, 0
+        self.postfix = ""
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if n:
+            _log.info("%s: %d/%d%s", self.description, self.n, self.total, self.postfix)
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
+        items = {**(ordered_dict or {}), **kwargs}
+        self.postfix = " (" + ", ".join(f"{k}={v}" for k, v in items.items()) + ")" if items else ""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "StatusLines":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def make_progress(total: int, description: str, enabled: bool = True):
-    """A tqdm bar (disabled when not wanted) used by every long-running source."""
-    return tqdm(total=total, desc=description, disable=not enabled, leave=False, dynamic_ncols=True)
+    """The progress display of every long-running source: a tqdm bar when ``enabled``
+    and stderr is a terminal, else :class:`StatusLines` (``--no-progress`` drops the bar,
+    not the status: a long run must not stay silent until the end)."""
+    if enabled and sys.stderr.isatty():
+        return tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
+    return StatusLines(total, description)
 
 
 LATENCY_SOURCES: Registry[type[LatencySource]] = Registry("latency source")

@@ -3,7 +3,7 @@
 ``latency: {device: NAME}`` (``hwnas device add NAME ...`` first; ``home``
 overrides ``$HWNAS_HOME``).  An architecture already measured on the device
 gets its measurement instead of a prediction (real measurements win).  After
-the search, :meth:`DeviceLatency.remeasure_front` measures the Pareto front on
+the search, :meth:`DeviceLatency.remeasure` measures the Pareto front on
 the real device with the onboarding runner, so predicted and measured latency
 are reported side by side.
 """
@@ -53,7 +53,6 @@ class DeviceLatency(LatencySource):
         ctx.store.register_source(self.key, {"kind": "runner", **record["fingerprint"],
                                              "protocol": record["protocol"]})
         ctx.store.register_device(self.name, self.key, record["fingerprint"])
-        self.remeasured: list[str] = []
 
     def fingerprint(self) -> dict[str, Any]:
         digest = hashlib.sha1(self.path.read_bytes())
@@ -70,15 +69,18 @@ class DeviceLatency(LatencySource):
         return [{"latency_ms": float(measured[t]["latency_ms"]) if t in measured else float(predicted[t])}
                 for t in texts]
 
-    def remeasure_front(self, archs: Sequence[Any]) -> list[dict[str, float]]:
-        """Measure ``archs`` on the real device (store-cached) with the onboarding runner."""
+    def remeasure(self, archs: Sequence[Any]) -> list[dict[str, float]]:
+        """Measure ``archs`` on the real device with the onboarding runner, in one batch;
+        those not measured before are stored, so afterwards they win over predictions."""
         source = RunnerLatency.build(self.record["runner"], self.ctx, Protocol(**self.record["protocol"]),
                                      device=self.name, **self.record["runner_options"])
         if source.key != self.key:
             raise ValueError(f"device {self.name!r} now measures under another fingerprint "
                              f"({source.runner.fingerprint().describe()}); onboard it again under a new name")
-        metrics = source.evaluate(list(archs))
-        self.remeasured.extend(source.measured)
+        try:
+            metrics = source.remeasure(list(archs))
+        finally:
+            source.close()
         return [{"latency_ms": m["latency_ms"]} for m in metrics]
 
 

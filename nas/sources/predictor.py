@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from nas.options import PATH_OR_NAME
 from nas.sources.base import LATENCY_SOURCES, MINIMIZE, LatencySource, RunContext
@@ -46,6 +47,25 @@ class PredictorLatency(LatencySource):
 
     def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
         return [{"latency_ms": float(ms)} for ms in self.predictor.predict(archs)]
+
+    @property
+    def shipped(self) -> bool:
+        """Whether the checkpoint is one shipped with the package (never a device's own)."""
+        return Path(self.checkpoint).resolve() in {p.resolve() for p in shipped_checkpoints().values()}
+
+    def constraint_warning(self, constraints: Mapping[str, float]) -> str | None:
+        """The warning for an absolute latency bound on a predictor whose milliseconds are
+        not the target device's (``None`` when there is nothing to warn about)."""
+        bounds = {m: b for m, b in constraints.items() if m in self.metrics}
+        if not bounds or self.predictor.adapted_to_device:
+            return None
+        what = "the shipped checkpoint" if self.shipped else "the un-adapted checkpoint"
+        return (f"latency: {{predictor: {self.options.predictor}}} is {what} {self.checkpoint}: its 'ms' "
+                f"are those of an average source device, not of your hardware (they can be several times "
+                f"off), so search.constraints "
+                + ", ".join(f"{m} <= {b:g}" for m, b in bounds.items())
+                + " is not an absolute budget on your device; adapt the predictor first "
+                  "(hwnas predictor finetune, or hwnas device add and latency: {device: NAME})")
 
 
 LATENCY_SOURCES.register("predictor", PredictorLatency)

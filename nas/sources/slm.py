@@ -21,7 +21,6 @@ import numpy as np
 
 from hardware.protocol import Candidate, Protocol
 from hardware.slm_latency import DEFAULT_PROTOCOL, DEVICES, SLMTimer, cache_memory_mb
-from nas.options import parse_section
 from nas.sources.base import (LATENCY_SOURCES, MINIMIZE, CachedSource, Chunk, LatencySource, RunContext, batch_seed,
                               make_progress, pop_protocol)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from hardware.onnx_io import export_onnx, verify_onnx
-from search_spaces import SPACES, make_space
+from search_spaces import make_space
 
 SMALL = {"mbv3": {"resolutions": [32], "widths": [0.75], "num_classes": 10},
          "mobiledet": {"resolutions": [32], "num_classes": 10}}

@@ -1,4 +1,5 @@
 """End-to-end search: results, constraints, resumption after SIGKILL, export parity."""
+import json
 import os
 import signal
 import sqlite3
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from nas.export import export_run, load_exported
-from nas.search import pareto_front, run_search
+from nas.search import nearest_misses, pareto_front, pareto_layers, run_search
 from tests.conftest import REPO, tiny_recipe
 
 
@@ -47,11 +48,63 @@ def test_search_end_to_end_with_constraint_and_export(tmp_path):
     assert acc == pytest.approx(result.front[0]["accuracy"], abs=1e-6)
 
 
-def test_infeasible_candidates_skip_training(tmp_path):
+def test_pareto_layers_sort_the_rest_behind_the_front():
+    rows = [{"arch": "a", "acc": 90, "lat": 5}, {"arch": "b", "acc": 80, "lat": 2},
+            {"arch": "c", "acc": 70, "lat": 3}, {"arch": "d", "acc": 95, "lat": 9},
+            {"arch": "e", "acc": 60, "lat": 4}]
+    layers = pareto_layers(rows, ["acc", "lat"], ["maximize", "minimize"])
+    assert [[r["arch"] for r in layer] for layer in layers] == [["d", "a", "b"], ["c"], ["e"]]
+    assert len(pareto_layers(rows, ["acc", "lat"], ["maximize", "minimize"], limit=3)) == 1
+
+
+def test_nearest_misses_ranks_by_relative_miss():
+    rows = [{"arch": "far", "latency_ms": 3.0}, {"arch": "near", "latency_ms": 1.1}, {"arch": "ok", "latency_ms": 0.9}]
+    nearest = nearest_misses(rows, {"latency_ms": 1.0})
+    assert [r["arch"] for r in nearest] == ["near", "far"]
+    assert nearest[0]["misses"] == "latency_ms 1.1 > 1 (+10%)"
+
+
+def test_infeasible_candidates_skip_training(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path, search={"controller": "random", "trials": 2, "batch_size": 2,
                                            "constraints": {"latency_ms": 1e-6}})
     result = run_search(recipe, progress=False)
     assert result.front == [] and all(not r["feasible"] and "accuracy" not in r for r in result.trials)
+    # no silent empties: the nearest candidates and their misses are reported and saved
+    assert len(result.nearest) == 2 and all("latency_ms" in r["misses"] for r in result.nearest)
+    assert json.loads((result.run_dir / "front.json").read_text())["nearest"] == result.nearest
+    from nas.commands.report import print_front
+
+    print_front(result)
+    out = capsys.readouterr().out
+    assert "no trial met the constraints" in out and result.nearest[0]["arch"][:20] in out.replace("\n", "")
+    with pytest.raises(ValueError, match="nothing to export: no trial met the constraints.*nearest: "):
+        export_run(result.run_dir, top=1, progress=False)
+
+
+def test_front_is_remeasured_in_one_batch_and_recomputed(tmp_path):
+    recipe = tiny_recipe(tmp_path, search={"controller": "random", "trials": 6, "batch_size": 2})
+    result = run_search(recipe, progress=False)
+    # the front and the next ones in line, measured together, the search's values beside
+    rows = {r["arch"]: r for r in result.remeasured}
+    assert {r["arch"] for r in result.search_front} <= set(rows)
+    assert len(rows) == min(len(result.trials), len(result.search_front) + max(4, len(result.search_front)))
+    for row in rows.values():
+        assert row["measured_latency_ms"] > 0 and row["predicted_latency_ms"] > 0
+    agreement = result.agreement["latency_ms"]
+    assert agreement["count"] == len(rows) and agreement["mape"] >= 0
+    assert agreement["spearman"] is None or -1 <= agreement["spearman"] <= 1
+    # the reported front is the front of the measured values
+    truth = [{**t, "latency_ms": rows[t["arch"]]["measured_latency_ms"]} for t in result.trials if t["arch"] in rows]
+    expected = pareto_front(truth, result.objectives, result.directions)
+    assert [r["arch"] for r in result.front] == [r["arch"] for r in expected]
+    assert all(r["latency_ms"] == rows[r["arch"]]["measured_latency_ms"] for r in result.front)
+    saved = json.loads((result.run_dir / "front.json").read_text())
+    assert saved["front"] == result.front and saved["agreement"] == result.agreement
+    assert (result.run_dir / "front_remeasured.csv").is_file()
+    # a finished run asked again measures nothing
+    before = _rows(recipe["store"])
+    again = run_search(recipe, progress=False)
+    assert _rows(recipe["store"]) == before and again.front == result.front
 
 
 def test_unknown_objective_is_rejected(tmp_path):
@@ -89,12 +142,19 @@ def test_killed_search_resumes_without_losing_or_repeating_work(tmp_path):
     before = _rows(store)
     assert before
 
+    # rows of a batch timed while the machine was busy are not facts: those are measured again
+    con = sqlite3.connect(store)
+    try:
+        facts = {(k, a) for k, a in con.execute("SELECT source_key, arch FROM results WHERE reliable=1")}
+    finally:
+        con.close()
     result = run_search(path, progress=False)
     after = _rows(store)
     # nothing lost, nothing re-measured or re-trained: pre-kill rows are untouched
-    assert all(after[k] == created for k, created in before.items())
-    measured_before = {a for (_, a) in before}
+    assert all(after[k] == created for k, created in before.items() if k in facts)
+    measured_before = {a for (_, a) in facts}
     assert not set(result.measured) & measured_before
+    measured_before = {a for (_, a) in before}
     assert len(result.trials) == 8
     assert measured_before <= {r["arch"] for r in result.trials}
 
