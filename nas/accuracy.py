@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 from nas.options import PATH
 
@@ -48,8 +49,10 @@ def seeded_build(space, arch, seed: int):
         return space.build(arch)
 
 
-def train_candidate(model, splits, settings: TrainSettings, seed: int):
+def train_candidate(model, splits, settings: TrainSettings, seed: int,
+                    on_epoch: Callable[[int], None] | None = None):
     """Train ``model`` in place on ``splits.train``; return top-1 accuracy (%) on ``splits.val``.
+    ``on_epoch(n)`` is called after each epoch (progress for long fine-tuning).
 
     Shuffling draws from a generator seeded by ``seed`` only; build the model
     with :func:`seeded_build` so its initialisation does too.
@@ -70,12 +73,14 @@ def train_candidate(model, splits, settings: TrainSettings, seed: int):
                                                        pct_start=0.15)
         criterion = torch.nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
         model.train()
-        for _ in range(settings.epochs):
+        for epoch in range(settings.epochs):
             for images, labels in loader:
                 optimizer.zero_grad(set_to_none=True)
                 criterion(model(images), labels).backward()
                 optimizer.step()
                 schedule.step()
+            if on_epoch is not None:
+                on_epoch(epoch + 1)
         return evaluate_accuracy(model, splits.val, settings.batch_size * 4, settings.workers)
     finally:
         torch.set_num_threads(previous_threads)

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
@@ -133,11 +136,15 @@ def run_finetune(args: argparse.Namespace) -> int:
     settings = TrainSettings(dataset=dataset, root=root, epochs=args.epochs, batch_size=args.batch_size,
                              lr=args.lr)
     rows = []
-    for folder in folders:
+    for index, folder in enumerate(folders, start=1):
         model, arch, space = load_exported(folder)
         splits = load_dataset(dataset, int(space.input_shape(arch)[-1]), root, augment=settings.augment)
         before = evaluate_accuracy(model, splits.val)
-        after = train_candidate(model.train(), splits, settings, args.seed)
+        log.info("fine-tuning rank %s (%d/%d) on %s: %.2f%% before", folder.name, index, len(folders), dataset,
+                 before)
+        after = train_candidate(model.train(), splits, settings, args.seed,
+                                on_epoch=lambda epoch, rank=folder.name: log.info(
+                                    "fine-tuning rank %s: epoch %d/%d done", rank, epoch, args.epochs))
         meta = json.loads((folder / "arch.json").read_text()) if (folder / "arch.json").is_file() else {}
         predicted = meta.get("metrics", {}).get("accuracy")
         save_model(space, model, arch, folder / "finetuned.pt", f"finetuned {args.epochs} epochs")

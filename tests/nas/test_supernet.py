@@ -1,5 +1,6 @@
 """Weight-sharing supernet: extraction parity, exact resume after SIGKILL, the accuracy source."""
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -218,7 +219,7 @@ def test_mixed_precision_training_on_gpu(tmp_path):
     assert 0.0 <= result.epochs[0]["val_largest"] <= 100.0
 
 
-def test_search_with_supernet_accuracy_exports_the_estimated_weights(tmp_path, reference):
+def test_search_with_supernet_accuracy_exports_the_estimated_weights(tmp_path, reference, caplog):
     from nas.accuracy import evaluate_accuracy
     from nas.data import load_dataset
     from nas.export import export_run, load_exported
@@ -240,7 +241,9 @@ def test_search_with_supernet_accuracy_exports_the_estimated_weights(tmp_path, r
     # fine-tuning starts from exactly those weights and records both numbers
     from nas.cli import main
 
-    assert main(["finetune", str(result.run_dir), "--epochs", "1", "--rank", "1"]) == 0
+    with caplog.at_level(logging.INFO, logger="nas.commands.supernet"):
+        assert main(["finetune", str(result.run_dir), "--epochs", "1", "--rank", "1"]) == 0
+    assert "fine-tuning rank 1: epoch 1/1 done" in caplog.text  # not silent for minutes
     record = json.loads((exported[0].folder / "finetune.json").read_text())
     assert record["exported_accuracy"] == pytest.approx(record["predicted_accuracy"], abs=1e-9)
     assert 0.0 <= record["finetuned_accuracy"] <= 100.0
