@@ -390,6 +390,9 @@ class Search:
         if result.nearest is not None:
             saved["nearest"] = result.nearest
         atomic_write_text(self.run_dir / "front.json", json.dumps(saved, indent=2))
+        log.info("%s: %d trials, a front of %d", self.run_dir, len(rows), len(result.front))
+        for row in result.front:  # the whole front in run.log (debug: the console gets the table)
+            log.debug("front: %s", json.dumps(row))
         return result
 
     def _measure_front(self, result: SearchResult, usable: list[dict]) -> None:

@@ -72,6 +72,9 @@ def test_search_writes_a_self_contained_report(tmp_path, capsys):
     assert base64.b64decode(embedded) == png_path.read_bytes()
     pixels = _image(png_path)
     assert pixels.ndim == 3 and pixels.std() > 0.01
+    # run.log holds the run, down to the front it ended with
+    log = (run_dir / "run.log").read_text()
+    assert "trials:" in log and all(row["arch"] in log for row in saved["front"])
     # nb201's shipped predictor reaches no device: no re-measured section
     assert "re-measured on the device" not in page and "Search values vs re-measured" not in page
 
