@@ -20,28 +20,38 @@ LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
 #: third-party loggers whose INFO/DEBUG chatter is not ours to show
 NOISY = ("matplotlib", "PIL", "urllib3", "filelock", "torch", "onnxscript", "asyncio", "sqlalchemy")
 
+
+@contextlib.contextmanager
+def _on_root(handler: logging.Handler) -> Iterator[None]:
+    """Attach ``handler`` to the root logger for the block.  The root passes everything
+    on (DEBUG); each handler filters by its own level, so run.log gets DEBUG while the
+    console shows INFO."""
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+
+
 @contextlib.contextmanager
 def console_logging(verbosity: int = 0) -> Iterator[logging.Handler]:
     """Send log records at the level chosen by ``verbosity`` to stderr for the block
     (removed afterwards, so that ``main`` called twice in one process, as tests do,
     does not stack handlers)."""
-    root = logging.getLogger()
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(LEVELS[max(-1, min(1, verbosity))])
     console.setFormatter(logging.Formatter("%(message)s" if verbosity <= 0 else FORMAT))
-    previous = root.level
-    # the root logger passes everything on; each handler filters by its own level, so
-    # run.log gets DEBUG while the console shows INFO
-    root.setLevel(logging.DEBUG)
     quiet = {name: logging.getLogger(name).level for name in NOISY}
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.WARNING)
-    root.addHandler(console)
     try:
-        yield console
+        with _on_root(console):
+            yield console
     finally:
-        root.removeHandler(console)
-        root.setLevel(previous)
         for name, level in quiet.items():
             logging.getLogger(name).setLevel(level)
 
@@ -56,13 +66,8 @@ def run_log(run_dir: str | Path) -> Iterator[Path]:
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter(FORMAT))
-    root = logging.getLogger()
-    previous = root.level
-    root.setLevel(logging.DEBUG)
-    root.addHandler(handler)
     try:
-        yield path
+        with _on_root(handler):
+            yield path
     finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
         handler.close()

@@ -167,7 +167,8 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _label(metric: str) -> str:
+def metric_label(metric: str) -> str:
+    """A metric's column or axis label (units spelled out)."""
     return LABELS.get(metric, metric)
 
 
@@ -220,8 +221,8 @@ def pareto_figure(run: RunFiles) -> bytes:
             ax.axhline(run.constraints[y_metric], color="tab:orange", linestyle=":",
                        label=f"{y_metric} ≤ {run.constraints[y_metric]:g}")
         direction = dict(zip(run.objectives, run.directions))
-        ax.set_xlabel(f"{_label(x)} ({direction[x]})" if x in direction else _label(x))
-        ax.set_ylabel(f"{_label(y_metric)} ({run.directions[0]})")
+        ax.set_xlabel(f"{metric_label(x)} ({direction[x]})" if x in direction else metric_label(x))
+        ax.set_ylabel(f"{metric_label(y_metric)} ({run.directions[0]})")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{run.name}: {len(run.trials)} trials, front of {len(run.front)}")
@@ -280,7 +281,8 @@ img{max-width:100%;height:auto}dt{margin-top:.6rem;font-weight:600}dd{margin-lef
 """
 
 
-def _fmt(key: str, value: Any) -> str:
+def format_value(key: str, value: Any) -> str:
+    """A metric for a table cell (MACs and params in millions); shared with the terminal tables."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "" if value is None else str(value)
     if not math.isfinite(value):
@@ -299,12 +301,12 @@ def _img(png: bytes, alt: str) -> str:
 
 def _table(rows: list[dict], columns: list[str], link: bool, anchor_prefix: str = "arch-") -> str:
     e = html.escape
-    head = "".join(f"<th>{e(_label(c))}</th>" for c in columns)
+    head = "".join(f"<th>{e(metric_label(c))}</th>" for c in columns)
     out = [f'<table><thead><tr><th>#</th><th class="arch">id</th>{head}</tr></thead><tbody>']
     for i, row in enumerate(rows, 1):
         short = arch_id(str(row.get("arch", "")))
         cell = f'<a href="#{anchor_prefix}{short}"><code>{short}</code></a>' if link else f"<code>{short}</code>"
-        values = "".join(f"<td>{e(_fmt(c, row.get(c)))}</td>" for c in columns)
+        values = "".join(f"<td>{e(format_value(c, row.get(c)))}</td>" for c in columns)
         out.append(f'<tr><td>{i}</td><td class="arch">{cell}</td>{values}</tr>')
     out.append("</tbody></table>")
     return "\n".join(out)
@@ -360,10 +362,10 @@ def render_html(run: RunFiles, pareto_png: bytes, agreement_png: bytes | None) -
     parts.append("</dl>")
     trial_columns = ["trial", "feasible", *[c for c in columns if c != "trial"]]
     parts.append(f"<details><summary>All {len(run.trials)} trials</summary>")
-    parts.append('<table><thead><tr>' + "".join(f"<th>{e(_label(c))}</th>" for c in trial_columns)
+    parts.append('<table><thead><tr>' + "".join(f"<th>{e(metric_label(c))}</th>" for c in trial_columns)
                  + '<th class="arch">arch</th></tr></thead><tbody>')
     for row in run.trials:
-        cells = "".join(f"<td>{e(_fmt(c, row.get(c)))}</td>" for c in trial_columns)
+        cells = "".join(f"<td>{e(format_value(c, row.get(c)))}</td>" for c in trial_columns)
         parts.append(f'<tr>{cells}<td class="arch"><code>{e(str(row.get("arch", "")))}</code></td></tr>')
     parts.append("</tbody></table></details>")
     parts.append("</body></html>\n")

@@ -4,31 +4,22 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from nas.report import EXTRA_COLUMNS, format_value, metric_label
+
 console = Console()
-
-UNITS = {"macs": 1e6, "params": 1e6}
-
-
-def _fmt(key: str, value) -> str:
-    if not isinstance(value, (int, float)):
-        return str(value)
-    if key in UNITS:
-        return f"{value / UNITS[key]:.1f}"
-    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
 
 
 def print_front(result) -> None:
     columns = [*result.objectives]
-    columns += [c for c in ("latency_ms", "memory_mb", "macs", "params") if c not in columns and
+    columns += [c for c in EXTRA_COLUMNS if c not in columns and
                 any(c in r for r in result.front)]
     table = Table(title=f"Pareto front ({len(result.front)} of {len(result.trials)} trials) — {result.run_dir}")
     table.add_column("#", justify="right")
     for c in columns:
-        label = {"macs": "MACs (M)", "params": "params (M)", "latency_ms": "latency (ms)"}.get(c, c)
-        table.add_column(label, justify="right")
+        table.add_column(metric_label(c), justify="right")
     table.add_column("arch", overflow="fold")
     for i, row in enumerate(result.front, 1):
-        table.add_row(str(i), *[_fmt(c, row.get(c, "")) for c in columns], row["arch"])
+        table.add_row(str(i), *[format_value(c, row.get(c, "")) for c in columns], row["arch"])
     console.print(table)
     if result.remeasured:
         t = Table(title=f"Front and next candidates re-measured on the device in one batch "
@@ -38,7 +29,7 @@ def print_front(result) -> None:
             t.add_column(k, justify="right")
         t.add_column("arch", overflow="fold")
         for row in result.remeasured:
-            t.add_row(*[_fmt(k, row[k]) for k in keys], row["arch"])
+            t.add_row(*[format_value(k, row[k]) for k in keys], row["arch"])
         console.print(t)
         for metric, agreement in (result.agreement or {}).items():
             rank = "n/a (under 3 points)" if agreement["spearman"] is None else f"{agreement['spearman']:.3f}"

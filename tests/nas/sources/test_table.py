@@ -1,20 +1,14 @@
 """The ``table`` accuracy source: strict lookups in a CSV benchmark table."""
 import pytest
 
-from hardware.store import MeasurementStore
-from nas.sources import ACCURACY_SOURCES, RunContext, make_source
-from search_spaces import make_space
-
-A = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
-B = "|none~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|none~1|avg_pool_3x3~2|"
-C = "|avg_pool_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+from nas.sources import ACCURACY_SOURCES, make_source
+from tests.nas.sources.nb201 import A, B, C, memory_context
 
 
 @pytest.fixture
 def ctx(tmp_path):
     (tmp_path / "acc.csv").write_text(f"index,arch,cifar10,cifar100\n0,{A},93.5,70.1\n1,{B},80.0,50.5\n")
-    return RunContext(space=make_space("nb201"), store=MeasurementStore(":memory:"), run_dir=tmp_path,
-                      base_dir=tmp_path, progress=False)
+    return memory_context(tmp_path)
 
 
 def test_looks_up_the_named_column(ctx):

@@ -1,20 +1,14 @@
 """The ``table`` latency source: strict lookups of a device's latency column."""
 import pytest
 
-from hardware.store import MeasurementStore
-from nas.sources import LATENCY_SOURCES, RunContext, TableLatency, make_source
-from search_spaces import make_space
-
-A = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
-B = "|none~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|none~1|avg_pool_3x3~2|"
-C = "|avg_pool_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+from nas.sources import LATENCY_SOURCES, TableLatency, make_source
+from tests.nas.sources.nb201 import A, B, C, memory_context
 
 
 @pytest.fixture
 def ctx(tmp_path):
     (tmp_path / "lat.csv").write_text(f"index,arch,pixel2,fpga\n0,{A},17,5.3\n1,{B},9,2.5\n")
-    return RunContext(space=make_space("nb201"), store=MeasurementStore(":memory:"), run_dir=tmp_path,
-                      base_dir=tmp_path, progress=False)
+    return memory_context(tmp_path)
 
 
 def test_looks_up_the_device_column_and_is_cheap(ctx):
