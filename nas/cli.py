@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import sqlite3
 import sys
 
 COMMAND_MODULES = [
@@ -24,6 +23,7 @@ COMMAND_MODULES = [
     "nas.commands.measure",
     "nas.commands.export",
     "nas.commands.device",
+    "nas.commands.agent",
     "nas.commands.supernet",
     "nas.commands.predictor",
     "nas.commands.run_report",
@@ -73,16 +73,6 @@ def _frames(exc: BaseException):
         tb = tb.tb_next
 
 
-def _store_path(exc: BaseException):
-    """The path of the :class:`~hardware.store.MeasurementStore` whose method raised
-    ``exc`` (sqlite3 errors do not carry the file name)."""
-    for frame in _frames(exc):
-        owner = frame.f_locals.get("self")
-        if type(owner).__name__ == "MeasurementStore" and hasattr(owner, "path"):
-            return owner.path
-    return None
-
-
 def _checkpoint_path(exc: BaseException):
     """The file ``torch.load`` was reading when ``exc`` was raised, or ``None``."""
     for frame in _frames(exc):
@@ -98,13 +88,6 @@ def operational_error(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and exc.errno in OS_ADVICE:
         where = exc.filename if exc.filename is not None else "(unnamed file)"
         return f"{where}: {OS_ADVICE[exc.errno]}"
-    if isinstance(exc, sqlite3.DatabaseError):
-        store = _store_path(exc)
-        where = store or "(sqlite database)"
-        if "full" in str(exc):
-            return f"{where}: {exc}: {OS_ADVICE[errno.ENOSPC]}"
-        return (f"{where}: cannot use this SQLite database ({exc}); if it is corrupt, move it aside"
-                + (" (its measurements are re-taken when needed)" if store else ""))
     if type(exc).__module__.startswith("sqlalchemy") and hasattr(exc, "orig"):
         # ``hwnas search`` names the study file itself (it knows the run folder)
         return (f"study storage: cannot use the Optuna study database ({exc.orig}); if it is corrupt, "

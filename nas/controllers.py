@@ -40,8 +40,12 @@ def _constraint_kwargs() -> dict[str, Any]:
 
 
 def record_constraints(trial: optuna.Trial, violations: Mapping[str, float]) -> None:
-    """Store constraint values (feasible when <= 0) where every sampler can read them."""
-    trial.set_user_attr(CONSTRAINTS_ATTR, list(violations.values()) or [0.0])
+    """Store constraint values (feasible when <= 0) where every sampler can read them;
+    nothing for an unconstrained trial (:func:`constraints_func` reads that as feasible,
+    and every write is a round trip to a shared study's database)."""
+    if not violations:
+        return
+    trial.set_user_attr(CONSTRAINTS_ATTR, list(violations.values()))
     if NATIVE_CONSTRAINTS:
         for name, value in violations.items():
             trial.set_constraint(name, float(value))
@@ -282,6 +286,10 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
         self.selection = selection
         self.candidates = candidates
         self.surrogate = RidgeSurrogate(space)
+        #: trial number -> the arch proposed for it (read while its parameters are not yet written)
+        self._proposed: dict[int, str] = {}
+        #: the study's trials as read at the first proposal since this process last told one
+        self._snapshot: list[FrozenTrial] | None = None
 
     @staticmethod
     def default_population(space) -> int:
@@ -301,13 +309,34 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
         return distributions(self.space)
 
     def sample_relative(self, study, trial, search_space) -> dict[str, Any]:
+        arch = self._propose(study, trial)
+        # a batch's trials are all created before their parameters are written (nas.search):
+        # the next proposal must still see this one, so it is remembered until they are
+        self._proposed[trial.number] = str(arch)
+        return self.space.encode(arch)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._snapshot = None  # something was told: the next proposal reads the study again
+
+    def _trials(self, study) -> list[FrozenTrial]:
+        """The study's trials, read once per batch: between two tells of this process only
+        the batch's own new trials change, and :attr:`_proposed` knows their archs (with
+        several workers, each read of a shared study costs round trips under the lock)."""
+        if self._snapshot is None:
+            self._snapshot = study.get_trials(deepcopy=False)
+        return self._snapshot
+
+    def _propose(self, study, trial):
         rng = np.random.default_rng([self.seed, trial.number])
-        trials = study.get_trials(deepcopy=False)
+        trials = self._trials(study)
         texts = {t.number: a for t in trials if t.number != trial.number and (a := self._arch_text(t)) is not None}
+        newest = max((t.number for t in trials), default=-1)
+        # trials created after the snapshot: this batch's earlier proposals
+        texts.update({n: a for n, a in self._proposed.items() if newest < n < trial.number})
         seen = set(texts.values())
         history = [t for t in trials if t.state == TrialState.COMPLETE and t.number in texts]
         if len(history) < self.population:
-            return self.space.encode(self._novel_sample(rng, seen))
+            return self._novel_sample(rng, seen)
         population = history[-self.population:]
         signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
         objectives = [self.objective_index] if self.selection == "primary" else list(range(len(signs)))
@@ -341,12 +370,12 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
                 continue
             children[text] = child
         if not children:
-            return self.space.encode(self._novel_sample(rng, seen))
+            return self._novel_sample(rng, seen)
         pool = list(children.values())
         known = history + [t for t in trials if t.state == TrialState.PRUNED and t.number in texts
                            and CONSTRAINTS_ATTR in t.user_attrs]
         best = self._choose(pool, known, texts) if len(pool) > 1 else 0
-        return self.space.encode(pool[best])
+        return pool[best]
 
     def _choose(self, pool: list, history: list[FrozenTrial], texts: dict[int, str]) -> int:
         """Index of the first child the surrogate predicts feasible (else the least infeasible),
@@ -388,7 +417,7 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
         try:
             return str(self.space.decode(trial.params))
         except (KeyError, ValueError):
-            return None
+            return self._proposed.get(trial.number)
 
     def sample_independent(self, study, trial, param_name, param_distribution) -> Any:
         # only reached for parameters outside the space's decisions

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from hardware.store import is_url, redact
 from nas.files import atomic_write_text
 from nas.options import RecipeError, parse_section
 from nas.sources import ACCURACY_SOURCES, LATENCY_SOURCES, parse_source
@@ -49,6 +50,25 @@ class ScreenSection:
 
 
 @dataclass
+class HeartbeatSection:
+    """Several workers on one study (``search.heartbeat``, PostgreSQL storage only): each
+    worker records a heartbeat for its running trials every ``interval_s``; a trial whose
+    heartbeat is older than ``grace_s`` belongs to a dead worker and is retried, at most
+    ``retries`` times.  Measurement claims in the store use ``grace_s`` as their lease."""
+    interval_s: float = 5.0
+    grace_s: float = 30.0
+    retries: int = 2
+
+    def __post_init__(self):
+        if not self.interval_s > 0:
+            raise ValueError(f"interval_s must be > 0, got {self.interval_s}")
+        if not self.grace_s > self.interval_s:
+            raise ValueError(f"grace_s must exceed interval_s ({self.interval_s}), got {self.grace_s}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+
+
+@dataclass
 class SearchSection:
     #: random | evolution (multi-objective aging evolution, nas/controllers.py) | tpe | nsga2
     controller: str = "evolution"
@@ -66,9 +86,12 @@ class SearchSection:
     #: seed the search with another run's front: a run folder (its ``front.json``), a
     #: ``front.json`` or a CSV with an ``arch`` column; relative to the current directory
     warm_start: str | None = None
-    #: Optuna storage URL; default: SQLite file in the run folder; ":memory:" keeps the
+    #: Optuna storage URL; default: SQLite file in the run folder (one process);
+    #: ``postgresql://...`` for several workers on one study; ":memory:" keeps the
     #: study in memory (fast, not resumable: benchmarks)
     storage: str | None = None
+    #: several workers on one study: heartbeats and retries of dead workers' trials
+    heartbeat: HeartbeatSection = field(default_factory=HeartbeatSection)
 
 
 @dataclass
@@ -87,7 +110,8 @@ class Recipe:
     seed: int = 0
     #: run folder; relative paths resolve against the current directory
     output: str | None = None
-    #: measurement store (SQLite); default: $HWNAS_HOME/measurements.db
+    #: measurement store: a SQLite file or ``postgresql://...`` (shared by workers);
+    #: default: $HWNAS_HOME/measurements.db
     store: str | None = None
     #: supernet training settings, validated by ``nas.supernet.config``
     supernet: dict | None = None
@@ -106,6 +130,11 @@ class Recipe:
         if public:
             for section, key in self.secrets:
                 data[section].pop(key, None)
+            # database passwords stay out of recipe.yaml (libpq also reads ~/.pgpass, $PGPASSWORD)
+            if self.store and is_url(self.store):
+                data["store"] = redact(self.store)
+            if self.search.storage and is_url(self.search.storage):
+                data["search"]["storage"] = redact(self.search.storage)
         return data
 
     def run_dir(self) -> Path:
@@ -187,7 +216,7 @@ def _validate(data: dict, source: str | None) -> Recipe:
             parse_supernet_config(recipe.supernet, where)
         except ValueError as exc:
             raise RecipeError(str(exc)) from None
-    if recipe.store:
+    if recipe.store and not is_url(recipe.store):
         recipe.store = str(Path(recipe.store).expanduser().absolute())
     return recipe
 

@@ -26,14 +26,25 @@ Resumption: study state is in Optuna storage and every result is in the
 measurement store as soon as it exists.  Trials left RUNNING by a killed
 process are marked FAIL and their parameters re-enqueued, so they are
 re-evaluated from the store: nothing measured is lost or measured again.
+
+Several workers (:mod:`nas.workers`): with ``search.storage: postgresql://...``
+every ``hwnas search`` of the recipe is a worker of one study.  Proposals are
+serialised and counted against the budget, trials carry heartbeats (a dead
+worker's trials are retried after ``search.heartbeat.grace_s``, a live one's
+never), the store's claims measure each arch once, and the worker that sees
+the budget reached first writes the run's results.  A SQLite study is locked
+to one process.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+from collections import Counter
 import json
 import logging
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +61,8 @@ from nas.files import atomic_write_text
 from nas.recipe import Recipe, RecipeError, load_recipe, result_changes, write_resolved
 from nas.report import study_storage
 from nas.sources import ACCURACY_SOURCES, LATENCY_SOURCES, MAXIMIZE, RunContext, make_progress, parse_source
+from nas.workers import (RunLock, TrialHeartbeats, describe_storage, fail_and_retry, fail_stale_trials, is_shared,
+                         open_storage, proposal_lock, retried_from)
 from predictors.protocol import mape
 from predictors.quality import spearman
 from search_spaces import make_space
@@ -60,6 +73,12 @@ FEATURES = ("macs", "params")
 #: user attribute of trials screened out on their cheap objectives (told PRUNED)
 SCREENED_ATTR = "screened"
 WARM_START_ATTR = "warm_start"
+#: study user attribute: the worker that writes a shared run's results
+FINISHED_BY_ATTR = "finished_by"
+#: pause of a worker whose share of the budget is running elsewhere
+IDLE_POLL_S = 0.5
+#: illegal proposals in a row after which the controller is given up on
+ILLEGAL_LIMIT = 400
 
 
 @dataclass
@@ -83,6 +102,9 @@ class SearchResult:
     #: candidates whose cheap objectives were evaluated but that screening kept from the
     #: expensive evaluation (not trials); 0 without ``search.screen``
     screened_out: int = 0
+    #: False for a worker of a shared study that left the run's files (front, report,
+    #: re-measurement, exports) to the worker that finished it
+    final: bool = True
 
 
 def pareto_layers(rows: Sequence[dict], objectives: Sequence[str], directions: Sequence[str],
@@ -173,34 +195,55 @@ class Search:
                               f"(it measures); screening needs one of {cheap}")
         self.warm_archs = self._read_warm_start(recipe.search.warm_start, where)
         self._check_resumable(force)
-        self.store = MeasurementStore(Path(recipe.store) if recipe.store else default_store_path())
-        self.ctx = RunContext(self.space, self.store, self.run_dir, recipe.seed, recipe.base_dir(), progress)
-        try:
-            self.latency = latency_cls(latency_options, self.ctx)
-            if warning := self.latency.constraint_warning(recipe.search.constraints):
-                log.warning(warning)
-            self.accuracy = accuracy_cls(accuracy_options, self.ctx)
-        except (KeyError, ValueError) as exc:
-            self.store.close()
-            if isinstance(exc, RecipeError):
-                raise
-            raise RecipeError(f"{where}: {exc.args[0] if exc.args else exc}") from None
-        write_resolved(recipe, self.run_dir)
+        self.storage_url = study_storage(self.run_dir, recipe.search.storage)
+        self.shared = is_shared(self.storage_url)
         # None: a throwaway in-memory study (benchmarks, tests): fast, but nothing to resume from
-        storage = study_storage(self.run_dir, recipe.search.storage) or optuna.storages.InMemoryStorage()
+        self.run_lock = (RunLock(Path(self.storage_url.split(":///", 1)[1])).acquire()
+                         if self.storage_url and not self.shared else None)
+        with contextlib.ExitStack() as undo:  # a refusal below leaves nothing open or locked
+            undo.callback(self._release_run_lock)
+            self.store = MeasurementStore(recipe.store or default_store_path(),
+                                          lease_s=recipe.search.heartbeat.grace_s)
+            undo.callback(self.store.close)
+            self.ctx = RunContext(self.space, self.store, self.run_dir, recipe.seed, recipe.base_dir(), progress)
+            try:
+                self.latency = latency_cls(latency_options, self.ctx)
+                undo.callback(self.latency.close)
+                if warning := self.latency.constraint_warning(recipe.search.constraints):
+                    log.warning(warning)
+                self.accuracy = accuracy_cls(accuracy_options, self.ctx)
+                undo.callback(self.accuracy.close)
+            except RecipeError:
+                raise
+            except (KeyError, ValueError) as exc:
+                raise RecipeError(f"{where}: {exc.args[0] if exc.args else exc}") from None
+            write_resolved(recipe, self.run_dir)
+            self._open_study(sampler, where)
+            undo.pop_all()
+
+    def _open_study(self, sampler, where: str) -> None:
+        recipe = self.recipe
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study = optuna.create_study(storage=storage, study_name=recipe.name, sampler=sampler,
-                                         directions=self.directions, load_if_exists=True)
-        if [d.name.lower() for d in self.study.directions] != self.directions:
-            raise RecipeError(f"{where}: search.objectives changed since this run started "
-                              f"({self.run_dir}); use a new output folder")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.study.set_metric_names(self.objectives)
-        if self.warm_archs and not self.study.get_trials(deepcopy=False):
-            for arch in self.warm_archs:
-                self.study.enqueue_trial(self.space.encode(arch), user_attrs={WARM_START_ATTR: str(arch)},
-                                         skip_if_exists=True)
+        # under the proposal lock: workers starting together create Optuna's tables, the study
+        # and its warm start once
+        with proposal_lock(self.storage_url, recipe.name):
+            storage = (open_storage(self.storage_url, recipe.search.heartbeat) if self.storage_url
+                       else optuna.storages.InMemoryStorage())
+            self.study = optuna.create_study(storage=storage, study_name=recipe.name, sampler=sampler,
+                                             directions=self.directions, load_if_exists=True)
+            if [d.name.lower() for d in self.study.directions] != self.directions:
+                raise RecipeError(f"{where}: search.objectives changed since this run started "
+                                  f"({self.run_dir}); use a new output folder")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(self.objectives)
+            if self.warm_archs and not self.study.get_trials(deepcopy=False):
+                for arch in self.warm_archs:
+                    self.study.enqueue_trial(self.space.encode(arch), user_attrs={WARM_START_ATTR: str(arch)},
+                                             skip_if_exists=True)
+        self.heartbeats = TrialHeartbeats(storage, recipe.search.heartbeat.interval_s)
+        self._stale_checked = -math.inf
+        self._illegal_streak = 0
 
     # --- warm start -------------------------------------------------------------------
     def _read_warm_start(self, source: str | None, where: str) -> list:
@@ -247,12 +290,12 @@ class Search:
                               f"anyway")
 
     def _recover_interrupted(self) -> int:
+        """Retry the trials a killed process left RUNNING.  Only for a single-process study
+        (the run lock says nobody else is running them); shared studies wait for heartbeats."""
+        if self.shared:
+            return 0
         stale = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        for trial in stale:
-            self.study.tell(trial.number, state=TrialState.FAIL)
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number},
-                                     skip_if_exists=False)
-        return len(stale)
+        return fail_and_retry(self.study, stale, self.recipe.search.heartbeat.retries)
 
     def completed(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -270,24 +313,85 @@ class Search:
         recovered = self._recover_interrupted()
         if recovered and self.progress:
             print(f"resuming {self.run_dir}: re-evaluating {recovered} interrupted trial(s) from the store")
-        with make_progress(budget, "trials", self.progress) as bar:
-            bar.update(self.completed())
-            while (done := self.completed()) < budget:
-                batch = self._ask_batch(min(self.recipe.search.batch_size, budget - done))
-                self._evaluate_and_tell(batch)
-                bar.update(self.completed() - bar.n)
+        if self.shared:
+            print(f"worker of study {self.recipe.name!r} on {describe_storage(self.storage_url)}")
+        evaluated = 0
+        with make_progress(budget, "trials", self.progress) as bar, self.heartbeats:
+            try:
+                while (proposal := self._propose(budget))[0] is not None:
+                    batch, done = proposal
+                    bar.update(done - bar.n)
+                    if batch:
+                        self._evaluate_and_tell(batch)
+                        self.heartbeats.remove([t._trial_id for t, _ in batch])
+                        evaluated += len(batch)
+                    else:
+                        time.sleep(IDLE_POLL_S)  # the rest of the budget is running on other workers
+                bar.update(proposal[1] - bar.n)
+            except KeyboardInterrupt:
+                # other workers retry this one's trials at once instead of after the grace period
+                if self.shared:
+                    mine = set(self.heartbeats.running())
+                    fail_and_retry(self.study, [t for t in self.study.get_trials(
+                        deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id in mine],
+                                   self.recipe.search.heartbeat.retries)
+                raise
         if self.screen_factor > 1 and self.progress:
             done, out = self.completed(), self.screened_out()
             print(f"screening: {done} expensive evaluations (trials), {done + out} cheap ones "
                   f"({out} candidates screened out)")
+        if self.shared and not self._elected_to_finish():
+            print(f"budget reached ({self.completed()}/{budget} trials, {evaluated} evaluated by this "
+                  f"worker); another worker writes the run's results")
+            return self.result(final=False)
         return self.result()
 
-    def _ask_batch(self, size: int) -> list[tuple[optuna.Trial, Any]]:
+    def _propose(self, budget: int) -> tuple[list[tuple[optuna.Trial, Any]] | None, int]:
+        """The next batch for this worker and the study's completed trials: the batch is
+        ``None`` once the budget is complete, ``[]`` while the rest of it is running
+        elsewhere.  Counting and asking happen under the study's proposal lock, so the
+        workers together ask for exactly the budget."""
+        with proposal_lock(self.storage_url, self.recipe.name):
+            if self.shared and time.monotonic() - self._stale_checked > self.recipe.search.heartbeat.interval_s:
+                fail_stale_trials(self.study)
+                self._stale_checked = time.monotonic()
+            states = Counter(t.state for t in self.study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
+            done = states[TrialState.COMPLETE]
+            if done >= budget:
+                return None, done
+            room = budget - done - states[TrialState.RUNNING]
+            if room <= 0:
+                return [], done
+            size = min(self.recipe.search.batch_size, room)
+            # only creating the trials is serialised: that is what the budget counts, and the
+            # controller sees every earlier proposal; suggesting their parameters (a write per
+            # decision) and screening run outside the lock
+            trials = self._ask(size * self.screen_factor)
+        # after the lock: a trial without any heartbeat yet is never taken for a dead worker's
+        self.heartbeats.add([t._trial_id for t in trials])
+        batch = self._ask_batch(trials, size)
+        kept = {t._trial_id for t, _ in batch}
+        self.heartbeats.remove([t._trial_id for t in trials if t._trial_id not in kept])
+        return batch, done
+
+    def _elected_to_finish(self) -> bool:
+        """Whether this worker writes the run's results (the first to see the budget done)."""
+        with proposal_lock(self.storage_url, self.recipe.name):
+            if FINISHED_BY_ATTR in self.study.user_attrs:
+                return False
+            self.study.set_user_attr(FINISHED_BY_ATTR, self.store.owner)
+            return True
+
+    def _ask_batch(self, trials: list[optuna.Trial], size: int) -> list[tuple[optuna.Trial, Any]]:
+        """Suggest the architectures of freshly asked ``trials`` and, with screening, keep
+        the ``size`` most promising; the rest are told (PRUNED, or FAIL when illegal)."""
+        batch = self._suggest(trials)
         if self.screen_factor == 1:
-            return self._ask(size)
-        batch = self._ask(size * self.screen_factor)
-        # warm-start trials are known to be good: they are never screened out
-        fixed = [i for i, (t, _) in enumerate(batch) if WARM_START_ATTR in t.user_attrs]
+            return batch
+        # warm-start trials are known to be good, retries were sent on before: never screened out
+        fixed = [i for i, (t, _) in enumerate(batch)
+                 if WARM_START_ATTR in t.user_attrs or retried_from(t) is not None]
         rest = [i for i in range(len(batch)) if i not in fixed]
         known = self.latency.evaluate([batch[i][1] for i in rest])
         bounds = {m: b for m, b in self.recipe.search.constraints.items() if m in self.latency.metrics}
@@ -308,21 +412,29 @@ class Search:
             self.study.tell(trial, state=TrialState.PRUNED)
         return [b for i, b in enumerate(batch) if i in kept]
 
-    def _ask(self, size: int) -> list[tuple[optuna.Trial, Any]]:
+    def _ask(self, count: int) -> list[optuna.Trial]:
+        """``count`` new trials (the controller proposes each as it is created)."""
+        with warnings.catch_warnings():
+            # Optuna expects heartbeats from Study.optimize; nas.workers.TrialHeartbeats records them
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            return [self.study.ask() for _ in range(count)]
+
+    def _suggest(self, trials: list[optuna.Trial]) -> list[tuple[optuna.Trial, Any]]:
+        """Each trial's architecture; an illegal proposal is told FAIL (and not replaced:
+        the loop asks again within the budget)."""
         batch = []
-        attempts = 0
-        while len(batch) < size:
-            attempts += 1
-            if attempts > 50 * size:
-                raise RuntimeError(f"controller {self.recipe.search.controller!r} keeps proposing "
-                                   f"illegal architectures for {self.space.name}")
-            trial = self.study.ask()
+        for trial in trials:
             try:
                 arch = suggest_arch(trial, self.space)
             except ValueError as exc:
                 trial.set_user_attr("illegal", str(exc))
                 self.study.tell(trial, state=TrialState.FAIL)
+                self._illegal_streak += 1
+                if self._illegal_streak > ILLEGAL_LIMIT:
+                    raise RuntimeError(f"controller {self.recipe.search.controller!r} keeps proposing "
+                                       f"illegal architectures for {self.space.name}") from None
                 continue
+            self._illegal_streak = 0
             trial.set_user_attr(ARCH_ATTR, str(arch))
             batch.append((trial, arch))
         return batch
@@ -357,17 +469,22 @@ class Search:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             row = {"trial": t.number, "arch": t.user_attrs[ARCH_ATTR], "feasible": is_feasible(t)}
             row.update({k: v for k, v in t.user_attrs.items()
-                        if k not in (ARCH_ATTR, CONSTRAINTS_ATTR, "retry_of") and isinstance(v, (int, float))})
+                        if k not in (ARCH_ATTR, CONSTRAINTS_ATTR) and isinstance(v, (int, float))})
             rows.append(row)
         return rows
 
-    def result(self) -> SearchResult:
+    def result(self, final: bool = True) -> SearchResult:
+        """The run's front; ``final``: also measure it again and write the run's files
+        (one worker of a shared study does; the others only report)."""
         rows = self.trial_rows()
         usable = [r for r in rows if r["feasible"] and all(
             isinstance(r.get(o), (int, float)) and math.isfinite(r[o]) for o in self.objectives)]
         front = pareto_front(usable, self.objectives, self.directions)
         result = SearchResult(self.run_dir, self.objectives, self.directions, front, rows, self.latency.measured,
                               screened_out=self.screened_out())
+        if not final:
+            result.final = False
+            return result
         if front:
             self._measure_front(result, usable)
         constraints = dict(self.recipe.search.constraints)
@@ -445,6 +562,11 @@ class Search:
         for source in (self.latency, self.accuracy):
             source.close()
         self.store.close()
+        self._release_run_lock()
+
+    def _release_run_lock(self) -> None:
+        if self.run_lock is not None:
+            self.run_lock.release()
 
 
 def _agreement(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:

@@ -1,6 +1,8 @@
 """Shared fixtures. Every test gets its own HWNAS_HOME so stores never leak between tests."""
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,31 @@ def tiny_recipe(tmp_path: Path, **changes) -> dict:
         else:
             recipe[section] = value
     return recipe
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server (initdb + pg_ctl in a temporary folder, 127.0.0.1),
+    stopped by its pid after the session.  Skipped where the server is not installed,
+    except under ``HWNAS_REQUIRE_POSTGRES=1`` (``.ci/run``), where that is a failure."""
+    from hardware.postgres import PostgresUnavailable, ThrowawayPostgres
+
+    server = ThrowawayPostgres()
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        if os.environ.get("HWNAS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required here: {exc}")
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server, request) -> str:
+    """URL of a fresh database on the session's PostgreSQL server, one per test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    name = f"{name}_{uuid.uuid4().hex[:6]}"
+    return postgres_server.create_database(name)

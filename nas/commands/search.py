@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
                                  "corrupt, move it aside to start the study over (measurements stay in "
                                  "the store)") from exc
             raise
+    if not result.final:  # a worker of a shared study; the worker that finished it wrote the run's files
+        return 0
     print_front(result)
     html_path, png_path = write_report(result.run_dir)
     print_report_paths(html_path, png_path, dashboard_command(result.run_dir, recipe.search.storage))

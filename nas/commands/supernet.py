@@ -5,7 +5,9 @@
 set) and trains into ``supernet.output`` (default ``<recipe output>/supernet``),
 resuming from ``last.pt`` there if a previous run was interrupted.  The
 resolved recipe is saved there as ``recipe.yaml``.  A search then uses it with
-``accuracy: {supernet: run}``.
+``accuracy: {supernet: run}``.  Under ``torchrun --nproc_per_node N -m nas.cli
+train-supernet RECIPE`` the N processes train one supernet with
+DistributedDataParallel (see :mod:`nas.supernet.train`); rank 0 writes the folder.
 
 ``finetune`` trains the networks exported by ``hwnas export RUN_DIR --top K``
 (``RUN_DIR/export/<rank>/model.pt``) for a few more epochs and saves
@@ -77,20 +79,28 @@ def prepare_training(recipe_path, overrides=()):
 
 def run_train(args: argparse.Namespace) -> int:
     from nas.recipe import write_resolved
-    from nas.supernet.train import check_resumable, train_supernet
+    from nas.supernet.distributed import process_group, world_from_env
+    from nas.supernet.evaluate import select_device
+    from nas.supernet.train import check_resumable, check_world_batch, train_supernet
 
     space, config, output, seed, recipe = prepare_training(args.recipe, args.overrides)
+    # under torchrun: refused before any process joins a group (nothing to wait for)
+    check_world_batch(config, world_from_env()[0])
     if not args.restart:
         check_resumable(space, config, output, seed)  # refuse before overwriting recipe.yaml
-    write_resolved(recipe, output)
-    print(f"training a {space.name} supernet into {output} ({config.epochs} epochs, "
-          f"sandwich: largest + smallest + {config.num_random} random, "
-          f"distillation {'on' if config.distill else 'off'})")
-    result = train_supernet(space, config, output, seed=seed, progress=not args.no_progress,
-                            resume=not args.restart)
-    print(f"supernet: {result.checkpoint} ({len(result.history)} steps, {result.seconds:.1f} s this run)")
-    print(f"use it with  accuracy: {{supernet: {result.checkpoint}}}"
-          + ("  (or {supernet: run})" if not recipe_output_overridden(recipe, output) else ""))
+    with process_group(select_device(config.device)) as world:
+        if world.main:  # one recipe.yaml, one console
+            write_resolved(recipe, output)
+            print(f"training a {space.name} supernet into {output} ({config.epochs} epochs, "
+                  f"sandwich: largest + smallest + {config.num_random} random, "
+                  f"distillation {'on' if config.distill else 'off'}"
+                  + (f", {world.size} processes" if world.distributed else "") + ")")
+        result = train_supernet(space, config, output, seed=seed, progress=not args.no_progress,
+                                resume=not args.restart, world=world)
+    if world.main:
+        print(f"supernet: {result.checkpoint} ({len(result.history)} steps, {result.seconds:.1f} s this run)")
+        print(f"use it with  accuracy: {{supernet: {result.checkpoint}}}"
+              + ("  (or {supernet: run})" if not recipe_output_overridden(recipe, output) else ""))
     return 0
 
 

@@ -41,6 +41,7 @@ import abc
 import functools
 import logging
 import sys
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
@@ -191,17 +192,50 @@ class CachedSource(ObjectiveSource):
         """Compute the metrics of ``{canonical string: arch}``; yield them in chunks."""
 
     def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
+        """Stored results, and the missing ones computed once across every process that
+        shares the store: this process computes what it can claim and waits for the rows
+        of what others are computing (taking over a claim whose owner stopped renewing)."""
         self.check(archs)
         store, skey = self.ctx.store, space_key(self.ctx.space)
         texts = [str(a) for a in archs]
+        by_text = dict(zip(texts, archs))
         results = store.get_many(self.key, skey, texts)
-        todo = {t: a for t, a in zip(texts, archs) if t not in results}
-        if todo:
-            for chunk in self.compute(todo):
-                store.put_many(self.key, skey, chunk.results, chunk.meta, chunk.reliable)
-                results.update(chunk.results)
-                self._computed.extend(chunk.results)
+        waits = 0
+        while missing := [t for t in by_text if t not in results]:
+            mine = store.claim(self.key, skey, missing)
+            # a row may have landed between the lookup and the claim: never compute it again
+            landed = store.get_many(self.key, skey, mine)
+            if landed:
+                store.release(self.key, skey, list(landed))
+                results.update(landed)
+            todo = {t: by_text[t] for t in mine if t not in landed}
+            if todo:
+                self._compute_claimed(todo, results)
+                if lost := [t for t in todo if t not in results]:
+                    raise RuntimeError(f"the {self.kind} source computed no result for {len(lost)} "
+                                       f"architecture(s), e.g. {lost[0]}")
+                continue
+            if any(t not in results for t in missing):
+                # others hold the rest: poll for their rows; each claim ends with its row or its lease
+                time.sleep(min(WAIT_POLL_S * 2 ** min(waits, 4), store.lease_s / 3))
+                waits += 1
+                results.update(store.get_many(self.key, skey, missing))
         return [results[t] for t in texts]
+
+    def _compute_claimed(self, todo: dict[str, Any], results: dict[str, dict[str, float]]) -> None:
+        store, skey = self.ctx.store, space_key(self.ctx.space)
+        done: set[str] = set()
+        try:
+            with store.renewing_claims():
+                for chunk in self.compute(todo):
+                    store.put_many(self.key, skey, chunk.results, chunk.meta, chunk.reliable)
+                    results.update(chunk.results)
+                    done.update(chunk.results)
+                    self._computed.extend(chunk.results)
+        finally:
+            # unfinished work goes back at once (an error, Ctrl-C), not after a lease
+            if unfinished := [t for t in todo if t not in done]:
+                store.release(self.key, skey, unfinished)
 
     @property
     def measured(self) -> list[str]:
@@ -223,6 +257,9 @@ def batch_seed(texts) -> int:
     """A seed drawn from a batch's content, so a resumed run shuffles identically."""
     return int(source_key({"archs": sorted(texts)}), 16) % 2**32
 
+
+#: first pause while other workers compute what this one needs (doubling up to 16x)
+WAIT_POLL_S = 0.2
 
 PROTOCOL_KEYS = tuple(f.name for f in fields(Protocol))
 

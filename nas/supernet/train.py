@@ -41,6 +41,31 @@ generators seeded by ``(seed, epoch)``, so restarting from the checkpoint of
 epoch ``e`` replays epoch ``e+1`` exactly as an uninterrupted run would; the
 checkpoint holds model, optimizer, scheduler and grad-scaler states, the
 epoch/step counters and the loss history.
+
+Several processes (DistributedDataParallel)::
+
+    torchrun --nproc_per_node 2 -m nas.cli train-supernet RECIPE
+
+(``--nnodes``/``--master_addr`` as usual for several machines).  Every rank draws
+the same global batch order, resolution and sub-networks from the same
+``(seed, epoch)`` generators (never from its rank) and trains on its own
+contiguous slice of each global batch: ``supernet.batch_size`` stays the *global*
+batch and must be divisible by the number of processes.  The sandwich's
+forward/backward passes run under DDP's ``no_sync()`` except the last, whose
+backward averages the summed gradients over the ranks, so each update is the
+one-process update on the same global batch; batch-norm statistics are taken over
+the global batch too (:mod:`nas.supernet.distributed`: gloo on CPU, NCCL with one
+GPU per rank).  The logged losses are the ranks' mean, i.e. the global-batch
+losses.  What remains is float rounding (sums in another order): with SGD, the
+tiny recipe of tests/nas/test_supernet_distributed.py logs the same losses on 2
+processes as on 1 to 2.2e-7 (relative) on every step.  AdamW amplifies rounding:
+the curves agree to ~1e-6 for three steps, then part by up to 1e-2, exactly as
+far as one process parts from itself when its initial weights move by 1e-7.  Rank 0
+alone writes the output folder and prints, and runs the end-of-epoch validation
+while the others wait; every rank resumes from the same ``last.pt``.  Folder
+datasets with augmentation draw their random transforms per rank (rank 0 from the
+one-process stream), so only there a multi-process run differs from a
+one-process run beyond rounding: in which augmentations, not in how many.
 """
 from __future__ import annotations
 
@@ -59,6 +84,7 @@ import torch.nn.functional as F
 from nas.data import load_dataset
 
 from nas.supernet.config import RUNTIME_KEYS, SupernetConfig
+from nas.supernet.distributed import SINGLE, World, rank_device, wrap
 from nas.supernet.elastic import Supernet, build_supernet
 from nas.supernet.evaluate import SubnetEvaluator, select_device
 from search_spaces import make_space
@@ -105,11 +131,19 @@ class ResolutionBatches(torch.utils.data.Sampler):
     """Shuffled full batches, each at one resolution drawn for the whole batch.
 
     Yields lists of ``(resolution, index)``; every draw comes from ``generator``.
+    With ``world_size`` > 1, every rank draws the same global batches and yields
+    only its own contiguous share (rank ``r``: the ``r``-th of ``world_size`` equal
+    parts), so the ranks' shares put together are the one-process batch.
     """
 
-    def __init__(self, size: int, batch_size: int, resolutions: list[int], generator: torch.Generator):
+    def __init__(self, size: int, batch_size: int, resolutions: list[int], generator: torch.Generator,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(batch_size_message(batch_size, world_size))
         self.size, self.batch_size = size, batch_size
         self.resolutions, self.generator = list(resolutions), generator
+        self.share = batch_size // world_size
+        self.offset = rank * self.share
 
     def __len__(self) -> int:
         return self.size // self.batch_size
@@ -119,7 +153,19 @@ class ResolutionBatches(torch.utils.data.Sampler):
         picks = torch.randint(len(self.resolutions), (len(self),), generator=self.generator).tolist()
         for b, pick in enumerate(picks):
             resolution = self.resolutions[pick]
-            yield [(resolution, i) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
+            start = b * self.batch_size + self.offset
+            yield [(resolution, i) for i in order[start:start + self.share]]
+
+
+def batch_size_message(batch_size: int, world_size: int) -> str:
+    return (f"supernet.batch_size {batch_size} (the global batch) is not divisible by the "
+            f"{world_size} training processes; choose a multiple of {world_size}")
+
+
+def check_world_batch(config: SupernetConfig, world_size: int) -> None:
+    """``ValueError`` naming ``supernet.batch_size`` unless every rank gets an equal share."""
+    if config.batch_size % world_size:
+        raise ValueError(batch_size_message(config.batch_size, world_size))
 
 
 def at_resolution(space, arch, resolution: int):
@@ -219,18 +265,24 @@ def check_resumable(space, config: SupernetConfig, output: str | Path, seed: int
 
 def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: int = 0,
                    progress: bool = True, resume: bool = True,
-                   log: Callable[[str], None] | None = print) -> TrainResult:
-    """Train (or resume) a supernet for ``space`` into ``output``; see the module docstring."""
+                   log: Callable[[str], None] | None = print, world: World = SINGLE) -> TrainResult:
+    """Train (or resume) a supernet for ``space`` into ``output``; see the module docstring.
+
+    ``world`` (from :func:`nas.supernet.distributed.process_group`) makes this one of
+    several DDP ranks; every rank calls this with the same arguments."""
     started = time.perf_counter()
+    check_world_batch(config, world.size)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    device = select_device(config.device)
+    device = rank_device(select_device(config.device), world)
     use_amp = config.amp and device.type == "cuda"
     previous_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
 
     def say(message: str) -> None:
+        if not world.main:  # one train.log, one console
+            return
         with open(output / LOG, "a") as f:
             f.write(message + "\n")
         if log is not None:
@@ -264,10 +316,11 @@ def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: i
             epochs: list[dict[str, Any]] = []
             start_epoch = 0
             last = output / LAST
-            if not resume:
+            if not resume and world.main:
                 # a restart must not leave an old checkpoint for a later resume to pick up
                 for stale in (last, output / FINAL):
                     stale.unlink(missing_ok=True)
+            world.barrier()  # no rank looks for last.pt while rank 0 may still remove it
             if resume and last.is_file():
                 state = load_checkpoint(last)
                 _check_resumable(state, identity, last)
@@ -281,59 +334,83 @@ def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: i
                     f"(step {state['step']})")
             # the loss log is rewritten from the checkpoint: steps a killed run logged
             # after its last checkpoint are replayed, not duplicated
-            with open(output / LOSSES, "w") as f:
-                f.writelines(json.dumps(entry) + "\n" for entry in history)
+            if world.main:
+                with open(output / LOSSES, "w") as f:
+                    f.writelines(json.dumps(entry) + "\n" for entry in history)
+            # after loading: DDP's construction checks every rank holds the same weights
+            model = wrap(supernet, world, device)
 
             largest, smallest = supernet.largest(), supernet.smallest()
             evaluator = SubnetEvaluator(supernet, config.dataset, config.root,
                                         calib_batches=config.calib_batches, batch_size=config.batch_size,
                                         seed=seed, workers=config.workers, device=device)
             for epoch in range(start_epoch, config.epochs):
-                summary = _train_epoch(supernet, train_set, resolutions, config, epoch, seed, largest,
-                                       smallest, optimizer, schedule, scaler, use_amp, device, history,
-                                       output, progress, steps_per_epoch)
-                if config.validate:
-                    supernet.eval()
-                    summary["val_largest"] = evaluator.accuracy(largest)
-                    summary["val_smallest"] = evaluator.accuracy(smallest)
+                summary = _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed,
+                                       largest, smallest, optimizer, schedule, scaler, use_amp, device,
+                                       history, output, progress, steps_per_epoch, world)
+                if world.main:
+                    # validation touches extracted copies only (no collective), so the other
+                    # ranks simply wait for the checkpoint at the barrier below
+                    if config.validate:
+                        supernet.eval()
+                        summary["val_largest"] = evaluator.accuracy(largest)
+                        summary["val_smallest"] = evaluator.accuracy(smallest)
                 epochs.append(summary)
-                _atomic_save({"format": FORMAT, **identity, "config": config.to_dict(),
-                              "epoch": epoch + 1, "step": len(history), "model": supernet.state_dict(),
-                              "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
-                              "scaler": scaler.state_dict(), "history": history, "epochs": epochs},
-                             last)
+                if world.main:
+                    _atomic_save({"format": FORMAT, **identity, "config": config.to_dict(),
+                                  "epoch": epoch + 1, "step": len(history), "model": supernet.state_dict(),
+                                  "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
+                                  "scaler": scaler.state_dict(), "history": history, "epochs": epochs},
+                                 last)
+                world.barrier()  # an epoch counts as done on every rank once last.pt is complete
                 say(_describe(summary, config.epochs))
             final = output / FINAL
-            _atomic_save({"format": FORMAT, **identity, "config": config.to_dict(),
-                          "epoch": config.epochs, "step": len(history), "model": supernet.state_dict(),
-                          "epochs": epochs}, final)
+            if world.main:
+                _atomic_save({"format": FORMAT, **identity, "config": config.to_dict(),
+                              "epoch": config.epochs, "step": len(history), "model": supernet.state_dict(),
+                              "epochs": epochs}, final)
+            world.barrier()
     finally:
         torch.set_num_threads(previous_threads)
     return TrainResult(output, final, history, epochs, start_epoch, time.perf_counter() - started)
 
 
-def _train_epoch(supernet, train_set, resolutions, config, epoch, seed, largest, smallest, optimizer,
-                 schedule, scaler, use_amp, device, history, output, progress,
-                 steps_per_epoch) -> dict[str, Any]:
+def augmentation_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of a rank's augmentation stream: rank 0 draws the one-process stream; the
+    others their own (the same stream would crop every rank's k-th image alike)."""
+    if rank == 0:
+        return epoch_seed(seed, epoch, 2)
+    return int(np.random.SeedSequence([int(seed), int(epoch), 2, int(rank)]).generate_state(1)[0])
+
+
+def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, largest, smallest,
+                 optimizer, schedule, scaler, use_amp, device, history, output, progress,
+                 steps_per_epoch, world: World = SINGLE) -> dict[str, Any]:
+    """One epoch; ``model`` is what the forward passes call: ``supernet`` itself, or its
+    DDP wrapper on several ranks (see :func:`nas.supernet.distributed.wrap`)."""
+    from contextlib import nullcontext
+
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     space = supernet.space
+    # the batch order, resolutions and sub-networks are the same on every rank: never seeded by rank
     generator = torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))
     sampler_rng = np.random.default_rng(epoch_seed(seed, epoch, 1))
     # in-process augmentations draw from the global CPU generator (forked by the caller)
-    torch.random.default_generator.manual_seed(epoch_seed(seed, epoch, 2))
-    batches = ResolutionBatches(len(train_set), config.batch_size, resolutions, generator)
+    torch.random.default_generator.manual_seed(augmentation_seed(seed, epoch, world.rank))
+    batches = ResolutionBatches(len(train_set), config.batch_size, resolutions, generator,
+                                world.rank, world.size)
     loader = DataLoader(train_set, batch_sampler=batches, num_workers=config.workers,
                         pin_memory=device.type == "cuda")
     largest_first_steps = int(round(config.largest_first_epochs * steps_per_epoch))
-    supernet.train()
+    model.train()
     sums = {"loss": 0.0, "largest": 0.0, "smallest": 0.0, "random": 0.0}
     counts = dict.fromkeys(sums, 0)  # steps that trained each member (largest-first steps have one)
     started = time.perf_counter()
     bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
-               disable=not progress, leave=False, dynamic_ncols=True)
-    with open(output / LOSSES, "a") as losses_file:
+               disable=not (progress and world.main), leave=False, dynamic_ncols=True)
+    with open(output / LOSSES, "a") if world.main else nullcontext() as losses_file:
         for images, labels in bar:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
@@ -347,18 +424,25 @@ def _train_epoch(supernet, train_set, resolutions, config, epoch, seed, largest,
             optimizer.zero_grad(set_to_none=True)
             teacher = None
             member_losses = []
-            for arch in archs:
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    logits = supernet(images, arch)
-                logits = logits.float()
-                if teacher is None or not config.distill:
-                    loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
-                else:
-                    loss = soft_cross_entropy(logits, teacher)
-                scaler.scale(loss).backward()
+            for member, arch in enumerate(archs):
+                # DDP: gradients accumulate locally until the last member, whose backward
+                # averages the step's summed gradients over the ranks once
+                last_member = member == len(archs) - 1
+                with nullcontext() if last_member or not world.distributed else model.no_sync():
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                        logits = model(images, arch)
+                    logits = logits.float()
+                    if teacher is None or not config.distill:
+                        loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+                    else:
+                        loss = soft_cross_entropy(logits, teacher)
+                    scaler.scale(loss).backward()
                 if teacher is None:
                     teacher = logits.detach().softmax(dim=1)
-                member_losses.append(loss.item())
+                member_losses.append(loss.detach())
+            # the local losses are means over equal shares, so their mean over the ranks is
+            # the global-batch loss: every rank logs, and judges divergence on, the same values
+            member_losses = world.mean(torch.stack(member_losses)).tolist()
             if not all(math.isfinite(v) for v in member_losses):
                 raise RuntimeError(f"supernet training diverged at epoch {epoch + 1}, step "
                                    f"{len(history) + 1} (losses {member_losses}); lower supernet.lr")
@@ -371,7 +455,8 @@ def _train_epoch(supernet, train_set, resolutions, config, epoch, seed, largest,
                      "smallest": member_losses[1] if len(member_losses) > 1 else None,
                      "random": sum(randoms) / len(randoms) if randoms else None}
             history.append(entry)
-            losses_file.write(json.dumps(entry) + "\n")
+            if world.main:
+                losses_file.write(json.dumps(entry) + "\n")
             for key in sums:
                 if entry[key] is not None:
                     sums[key] += entry[key]
