@@ -190,7 +190,7 @@ def _databases(server: ThrowawayPostgres | None, url: str | None, tag: str) -> t
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", help="an existing PostgreSQL database (default: start a throwaway server)")
-    p.add_argument("--trials", type=int, default=128, help="budget of the nb201 workload (default 128)")
+    p.add_argument("--trials", type=int, default=256, help="budget of the nb201 workload (default 256)")
     p.add_argument("--batch-size", type=int, default=8,
                    help="search.batch_size of the nb201 workload (default 8, the recipe default)")
     p.add_argument("--delay-s", type=float, default=0.5, help="wait per evaluation (default 0.5 s)")

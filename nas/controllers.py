@@ -290,6 +290,7 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
         self._proposed: dict[int, str] = {}
         #: the study's trials as read at the first proposal since this process last told one
         self._snapshot: list[FrozenTrial] | None = None
+        self._signs: list[float] | None = None
 
     @staticmethod
     def default_population(space) -> int:
@@ -338,7 +339,9 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
         if len(history) < self.population:
             return self._novel_sample(rng, seen)
         population = history[-self.population:]
-        signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+        if self._signs is None:  # a study's directions never change; reading them is a round trip
+            self._signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
+        signs = self._signs
         objectives = [self.objective_index] if self.selection == "primary" else list(range(len(signs)))
         # the elite: feasible non-dominated trials that aged out still breed
         older = history[:-self.population]

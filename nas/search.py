@@ -40,15 +40,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-from collections import Counter
 import json
 import logging
 import math
 import time
 import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import optuna
@@ -79,6 +80,8 @@ FINISHED_BY_ATTR = "finished_by"
 IDLE_POLL_S = 0.5
 #: illegal proposals in a row after which the controller is given up on
 ILLEGAL_LIMIT = 400
+#: threads writing a batch's trials to a shared study's database
+WRITERS = 4
 
 
 @dataclass
@@ -242,6 +245,9 @@ class Search:
                     self.study.enqueue_trial(self.space.encode(arch), user_attrs={WARM_START_ATTR: str(arch)},
                                              skip_if_exists=True)
         self.heartbeats = TrialHeartbeats(storage, recipe.search.heartbeat.interval_s)
+        # a database server takes a batch's writes (a round trip per parameter and attribute)
+        # in parallel; SQLite serialises writers, so the process writes there itself
+        self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="hwnas-tell") if self.shared else None
         self._stale_checked = -math.inf
         self._illegal_streak = 0
 
@@ -349,8 +355,8 @@ class Search:
     def _propose(self, budget: int) -> tuple[list[tuple[optuna.Trial, Any]] | None, int]:
         """The next batch for this worker and the study's completed trials: the batch is
         ``None`` once the budget is complete, ``[]`` while the rest of it is running
-        elsewhere.  Counting and asking happen under the study's proposal lock, so the
-        workers together ask for exactly the budget."""
+        elsewhere.  Counting and creating the trials happen under the study's proposal
+        lock, so the workers together ask for exactly the budget."""
         with proposal_lock(self.storage_url, self.recipe.name):
             if self.shared and time.monotonic() - self._stale_checked > self.recipe.search.heartbeat.interval_s:
                 fail_stale_trials(self.study)
@@ -413,29 +419,41 @@ class Search:
         return [b for i, b in enumerate(batch) if i in kept]
 
     def _ask(self, count: int) -> list[optuna.Trial]:
-        """``count`` new trials (the controller proposes each as it is created)."""
+        """``count`` new trials, each proposed by the controller as it is created (Optuna
+        samples a trial's relative parameters lazily, at its first suggestion; reading them
+        here makes every proposal see the ones before it, in this batch and other workers')."""
+        trials = []
         with warnings.catch_warnings():
             # Optuna expects heartbeats from Study.optimize; nas.workers.TrialHeartbeats records them
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            return [self.study.ask() for _ in range(count)]
+            for _ in range(count):
+                trial = self.study.ask()
+                trial.relative_params  # noqa: B018 - the proposal, made now (see above)
+                trials.append(trial)
+        return trials
 
     def _suggest(self, trials: list[optuna.Trial]) -> list[tuple[optuna.Trial, Any]]:
         """Each trial's architecture; an illegal proposal is told FAIL (and not replaced:
         the loop asks again within the budget)."""
-        batch = []
-        for trial in trials:
+        def suggest(trial: optuna.Trial) -> Any:
             try:
                 arch = suggest_arch(trial, self.space)
             except ValueError as exc:
                 trial.set_user_attr("illegal", str(exc))
                 self.study.tell(trial, state=TrialState.FAIL)
+                return None
+            trial.set_user_attr(ARCH_ATTR, str(arch))
+            return arch
+
+        batch = []
+        for trial, arch in zip(trials, self._each(suggest, trials)):
+            if arch is None:
                 self._illegal_streak += 1
                 if self._illegal_streak > ILLEGAL_LIMIT:
                     raise RuntimeError(f"controller {self.recipe.search.controller!r} keeps proposing "
-                                       f"illegal architectures for {self.space.name}") from None
+                                       f"illegal architectures for {self.space.name}")
                 continue
             self._illegal_streak = 0
-            trial.set_user_attr(ARCH_ATTR, str(arch))
             batch.append((trial, arch))
         return batch
 
@@ -447,7 +465,8 @@ class Search:
                       for metrics in latencies]
         feasible = [i for i, v in enumerate(violations) if all(x <= 0 for x in v.values())]
         accuracies = dict(zip(feasible, self.accuracy.evaluate([archs[i] for i in feasible])))
-        for i, (trial, arch) in enumerate(batch):
+        def tell(i: int) -> None:
+            trial, arch = batch[i]
             metrics = {**latencies[i], **accuracies.get(i, {})}
             # constraints on accuracy-side metrics are checked once they exist
             violation = {**violations[i], **{m: metrics[m] - b for m, b in constraints.items()
@@ -462,6 +481,14 @@ class Search:
             values = [metrics.get(o, -math.inf if d == MAXIMIZE else math.inf)
                       for o, d in zip(self.objectives, self.directions)]
             self.study.tell(trial, values)
+
+        self._each(tell, range(len(batch)))
+
+    def _each(self, write: Callable[[Any], Any], items) -> list:
+        """``write`` applied to every item: in parallel against a database server."""
+        if self._writers is None:
+            return [write(item) for item in items]
+        return list(self._writers.map(write, items))
 
     # --- results ----------------------------------------------------------------------
     def trial_rows(self) -> list[dict[str, Any]]:
@@ -562,6 +589,8 @@ class Search:
         for source in (self.latency, self.accuracy):
             source.close()
         self.store.close()
+        if self._writers is not None:
+            self._writers.shutdown()
         self._release_run_lock()
 
     def _release_run_lock(self) -> None:
