@@ -51,7 +51,9 @@ from optuna.trial import TrialState  # noqa: E402
 
 from hardware.postgres import ThrowawayPostgres  # noqa: E402
 from hardware.store import redact, store_url  # noqa: E402
-from tests.nas.sources.slow import read_log  # noqa: E402
+from nas.recipe import load_recipe  # noqa: E402
+from nas.search import Search  # noqa: E402
+from tests.nas.sources.slow import read_log  # noqa: E402 - importing it registers the slow_table source
 
 DATA = REPO.parent / "shared" / "data" / "nb201"
 WORKER_TIMEOUT_S = 900
@@ -61,10 +63,6 @@ RUN_TAG = time.strftime("%Y%m%d%H%M%S")
 
 def worker(recipe_path: str, ready: str, go: str, out: str) -> int:
     """One worker: build the search, say ready, wait for the go file, run it."""
-    import tests.nas.sources.slow  # noqa: F401 - registers the slow_table accuracy source
-    from nas.recipe import load_recipe
-    from nas.search import Search
-
     search = Search(load_recipe(recipe_path), progress=False)
     try:
         Path(ready).touch()

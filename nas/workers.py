@@ -86,18 +86,20 @@ def retried_from(trial: FrozenTrial | optuna.Trial) -> int | None:
 def fail_and_retry(study: optuna.Study, trials: list[FrozenTrial], retries: int) -> int:
     """Mark ``trials`` FAIL and enqueue their retries; returns how many were failed here
     (another worker may have got there first)."""
-    callback = retry_callback(retries)
-    failed = 0
+    failed = set()
     for trial in trials:
         try:
             study.tell(trial.number, state=TrialState.FAIL)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
             continue
-        failed_trial = next(t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                            if t.number == trial.number)
-        callback(study, failed_trial)
-        failed += 1
-    return failed
+        failed.add(trial.number)
+    if failed:
+        # the callback copies the failed trial as stored (its FAIL state and attributes): one read for all
+        callback = retry_callback(retries)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            if trial.number in failed:
+                callback(study, trial)
+    return len(failed)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
