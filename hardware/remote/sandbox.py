@@ -82,6 +82,12 @@ class _Child:
         from hardware.remote.worker import read_frame
 
         while True:
+            # the watch runs before each wait, the first one included: an answer that comes
+            # within one poll interval must not skip it
+            if on_wait is not None:
+                on_wait()
+                if self.killed_for is not None:
+                    return None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -89,10 +95,6 @@ class _Child:
             if ready:
                 frame = read_frame(self.from_child)
                 return None if frame is None else json.loads(frame)
-            if on_wait is not None:
-                on_wait()
-                if self.killed_for is not None:
-                    return None
 
     def kill(self, reason: str) -> None:
         if self.killed_for is None:

@@ -15,13 +15,14 @@ from tests.conftest import REPO
 # (the training modules are imported inside the tests: the spawned ranks of the batch-norm
 # test import this module, and need only torch, timm and nas.supernet.distributed)
 
-# SGD at a small lr keeps float rounding from growing: the 2-process curve stays within
-# 2.2e-7 (relative) of the 1-process one on every step.  With AdamW at lr 0.01 (the tiny
+# SGD at a small lr keeps float rounding from growing fast: the 2-process curve stays within
+# 1e-7 (relative) of the 1-process one for the first epoch and parts by up to 1.6e-5 by step
+# 10 (torch 2.14, timm 1.0.31; the same with or without the kill and resume).  With AdamW at lr 0.01 (the tiny
 # default) both runs still agree to ~1e-6 for three steps and then part by up to 1e-2,
 # exactly as far as one process parts from itself when its initial weights are perturbed
 # by 1e-7: Adam normalises near-zero gradients, so any rounding difference grows.
 SGD = {"optimizer": "sgd", "lr": 0.01}
-RTOL = 1e-5  # on every logged loss; observed <= 2.2e-7
+RTOL = 1e-4  # on every logged loss; observed <= 1.6e-5
 LOSS_KEYS = ("loss", "largest", "smallest", "random")
 
 

@@ -3,6 +3,8 @@
 Workers are separate processes (``python -m tests.nas.sources.slow search ...``:
 ``hwnas`` with a slow tabulated accuracy that logs every computation), bounded
 by timeouts and killed by pid when a test ends."""
+import csv
+import itertools
 import os
 import signal
 import subprocess
@@ -10,6 +12,7 @@ import sys
 import time
 from collections import Counter
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -18,10 +21,25 @@ from optuna.trial import TrialState
 from hardware.store import MeasurementStore, store_url
 from nas.recipe import RecipeError, load_recipe
 from nas.search import Search
+from search_spaces.nb201 import EDGES, OPS, NB201Arch
 from tests.conftest import REPO
 from tests.nas.sources.slow import read_log
 
 WORKER_TIMEOUT_S = 240
+
+
+@pytest.fixture(scope="module")
+def accuracy_table(tmp_path_factory):
+    """An accuracy column for every nb201 arch, generated (seeded): these tests check
+    coordination, not values, and must run where ``../shared`` is absent (CI clones)."""
+    path = tmp_path_factory.mktemp("table") / "accuracy.csv"
+    rng = np.random.default_rng(0)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["arch", "cifar10"])
+        for ops in itertools.product(OPS, repeat=len(EDGES)):
+            writer.writerow([str(NB201Arch(ops)), f"{rng.uniform(10, 95):.3f}"])
+    return path
 
 
 @pytest.fixture
@@ -34,11 +52,11 @@ def workers():
         proc.wait(timeout=30)
 
 
-def _recipe(tmp_path, shared_data, study_url, store, trials, delay_s, batch_size=1, grace_s=30.0):
+def _recipe(tmp_path, table, study_url, store, trials, delay_s, batch_size=1, grace_s=30.0):
     recipe = {
         "name": "workers", "seed": 0, "space": {"name": "nb201"},
         "latency": {"predictor": "nb201"},
-        "accuracy": {"slow_table": str(shared_data / "nb201" / "accuracy.csv"), "column": "cifar10",
+        "accuracy": {"slow_table": str(table), "column": "cifar10",
                      "delay_s": delay_s, "log": str(tmp_path / "computations.log")},
         "search": {"controller": "evolution", "trials": trials, "batch_size": batch_size, "storage": study_url,
                    "heartbeat": {"interval_s": 1, "grace_s": grace_s}},
@@ -71,9 +89,9 @@ def _study(url):
 
 
 def test_four_workers_complete_exactly_the_budget_and_compute_each_arch_once(
-        tmp_path, shared_data, postgres_server, workers):
+        tmp_path, accuracy_table, postgres_server, workers):
     study_url, store = postgres_server.create_database("w4_study"), postgres_server.create_database("w4_store")
-    recipe = _recipe(tmp_path, shared_data, study_url, store, trials=24, delay_s=0.4, batch_size=2)
+    recipe = _recipe(tmp_path, accuracy_table, study_url, store, trials=24, delay_s=0.4, batch_size=2)
     _start(workers, recipe, tmp_path, 4)
     outputs = _wait(workers, tmp_path)
     assert [w.returncode for w in workers] == [0] * 4, outputs
@@ -94,9 +112,9 @@ def test_four_workers_complete_exactly_the_budget_and_compute_each_arch_once(
 
 
 def test_a_killed_workers_trial_is_retried_once_and_nothing_is_lost_or_repeated(
-        tmp_path, shared_data, postgres_server, workers):
+        tmp_path, accuracy_table, postgres_server, workers):
     study_url, store = postgres_server.create_database("kill_study"), postgres_server.create_database("kill_store")
-    recipe = _recipe(tmp_path, shared_data, study_url, store, trials=12, delay_s=1.5, grace_s=4.0)
+    recipe = _recipe(tmp_path, accuracy_table, study_url, store, trials=12, delay_s=1.5, grace_s=4.0)
     _start(workers, recipe, tmp_path, 3)
     victim = workers[0]
     deadline = time.monotonic() + WORKER_TIMEOUT_S
@@ -128,8 +146,8 @@ def test_a_killed_workers_trial_is_retried_once_and_nothing_is_lost_or_repeated(
     assert {t.user_attrs["arch"] for t in complete} <= set(done)
 
 
-def test_a_second_process_on_a_sqlite_run_is_refused_pointing_to_postgresql(tmp_path, shared_data):
-    recipe = _recipe(tmp_path, shared_data, None, str(tmp_path / "store.db"), trials=2, delay_s=0)
+def test_a_second_process_on_a_sqlite_run_is_refused_pointing_to_postgresql(tmp_path, accuracy_table):
+    recipe = _recipe(tmp_path, accuracy_table, None, str(tmp_path / "store.db"), trials=2, delay_s=0)
     first = Search(load_recipe(recipe), progress=False)
     try:
         with pytest.raises(RecipeError, match="postgresql://") as err:
