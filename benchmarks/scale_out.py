@@ -25,7 +25,7 @@ so Python start-up is not counted: that is a one-off cost per worker.
 Without ``--url`` it starts its own throwaway PostgreSQL server
 (``hardware/postgres.py``) and stops it at the end.
 
-    python benchmarks/scale_out.py                # about 3 minutes on 2 cores
+    python benchmarks/scale_out.py                # about 6 minutes on 2 cores: 3.79x, 3.82x (4 vs 1)
     python benchmarks/scale_out.py --url postgresql://me@db/hwnas_bench --trials 96
 
 Last line: ``scale-out: 4 workers speedup X.XX, completed N/N, lost 0, duplicated 0``.

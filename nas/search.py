@@ -244,6 +244,7 @@ class Search:
                 for arch in self.warm_archs:
                     self.study.enqueue_trial(self.space.encode(arch), user_attrs={WARM_START_ATTR: str(arch)},
                                              skip_if_exists=True)
+        self._storage, self._study_id = storage, storage.get_study_id_from_name(recipe.name)
         self.heartbeats = TrialHeartbeats(storage, recipe.search.heartbeat.interval_s)
         # a database server takes a batch's writes (a round trip per parameter and attribute)
         # in parallel; SQLite serialises writers, so the process writes there itself
@@ -362,7 +363,7 @@ class Search:
                 fail_stale_trials(self.study)
                 self._stale_checked = time.monotonic()
             states = Counter(t.state for t in self.study.get_trials(
-                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)))
             done = states[TrialState.COMPLETE]
             if done >= budget:
                 return None, done
@@ -373,7 +374,7 @@ class Search:
             # only creating the trials is serialised: that is what the budget counts, and the
             # controller sees every earlier proposal; suggesting their parameters (a write per
             # decision) and screening run outside the lock
-            trials = self._ask(size * self.screen_factor)
+            trials = self._ask(size * self.screen_factor, waiting=states[TrialState.WAITING])
         # after the lock: a trial without any heartbeat yet is never taken for a dead worker's
         self.heartbeats.add([t._trial_id for t in trials])
         batch = self._ask_batch(trials, size)
@@ -418,16 +419,24 @@ class Search:
             self.study.tell(trial, state=TrialState.PRUNED)
         return [b for i, b in enumerate(batch) if i in kept]
 
-    def _ask(self, count: int) -> list[optuna.Trial]:
+    def _ask(self, count: int, waiting: int) -> list[optuna.Trial]:
         """``count`` new trials, each proposed by the controller as it is created (Optuna
         samples a trial's relative parameters lazily, at its first suggestion; reading them
-        here makes every proposal see the ones before it, in this batch and other workers')."""
+        here makes every proposal see the ones before it, in this batch and other workers').
+
+        The first ``waiting`` come from ``Study.ask``, which pops enqueued trials (warm
+        start, retries); the rest are created directly: ``ask`` reads the queue of waiting
+        trials once per trial, a whole query per proposal (under the proposal lock, with
+        several workers) that finds nothing when nothing was enqueued."""
         trials = []
         with warnings.catch_warnings():
             # Optuna expects heartbeats from Study.optimize; nas.workers.TrialHeartbeats records them
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            for _ in range(count):
-                trial = self.study.ask()
+            for i in range(count):
+                if i < waiting:
+                    trial = self.study.ask()
+                else:
+                    trial = optuna.trial.Trial(self.study, self._storage.create_new_trial(self._study_id))
                 trial.relative_params  # noqa: B018 - the proposal, made now (see above)
                 trials.append(trial)
         return trials
