@@ -41,7 +41,9 @@ class SpaceSection:
 class ScreenSection:
     """Cheap-objective screening (``search.screen``): ask the controller for ``factor``
     times the batch, evaluate the (cheap) latency source on all of them and send only the
-    most promising batch to the accuracy source; ``factor: 1`` (the default) is off."""
+    most promising batch to the accuracy source; ``factor: 1`` (the default) is off.  Aging
+    evolution with one objective or with constraints on cheap metrics screens its own
+    proposals instead (``search.options.pool`` candidates each; see ``nas.search``)."""
     factor: int = 1
 
     def __post_init__(self):

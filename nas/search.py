@@ -17,7 +17,11 @@ only the batch of most promising candidates (:func:`nas.controllers.screen`:
 feasible, then not predicted dominated by the front) goes on; the others are
 told to the study as PRUNED with their latency recorded, so the controller
 never proposes them again, and do not count as trials.  Only candidates sent
-to the accuracy source (the expensive evaluation) are trials.
+to the accuracy source (the expensive evaluation) are trials.  Aging evolution
+screens its own proposals instead when the recipe has one objective or
+constraints on the cheap metrics (``AgingEvolutionSampler.screen_with``): each
+proposal is picked from hundreds of candidates by their exact cheap metrics and
+a Gaussian-process estimate of the expensive objective, so nothing is pruned.
 
 Warm start (``search.warm_start``): a new study is seeded with another run's
 front, enqueued as the first trials (they skip screening).
@@ -56,8 +60,8 @@ import optuna
 from optuna.trial import TrialState
 
 from hardware.store import MeasurementStore, default_store_path
-from nas.controllers import (ARCH_ATTR, CONSTRAINTS_ATTR, is_feasible, make_controller, record_constraints,
-                             screen, suggest_arch)
+from nas.controllers import (ARCH_ATTR, CONSTRAINTS_ATTR, AgingEvolutionSampler, is_feasible, make_controller,
+                             record_constraints, screen, suggest_arch)
 from nas.files import atomic_write_text
 from nas.recipe import Recipe, RecipeError, load_recipe, result_changes, write_resolved
 from nas.report import study_storage
@@ -220,6 +224,12 @@ class Search:
                 raise
             except (KeyError, ValueError) as exc:
                 raise RecipeError(f"{where}: {exc.args[0] if exc.args else exc}") from None
+            if self.screen_factor > 1 and isinstance(sampler, AgingEvolutionSampler) and sampler.screen_with(
+                    self.latency.evaluate, list(self.latency.metrics),
+                    {m: b for m, b in recipe.search.constraints.items() if m in self.latency.metrics},
+                    self.objectives):
+                self.screen_factor = 1  # evolution screens its own proposals, from a far larger pool
+            self.sampler = sampler
             write_resolved(recipe, self.run_dir)
             self._open_study(sampler, where)
             undo.pop_all()
@@ -308,8 +318,14 @@ class Search:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     def screened_out(self) -> int:
-        return sum(SCREENED_ATTR in t.user_attrs
-                   for t in self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+        """Candidates whose cheap objectives were evaluated but that were not sent on: told
+        PRUNED by batch screening, or (evolution screening its own pool) evaluated by this
+        process's controller and not proposed."""
+        pruned = sum(SCREENED_ATTR in t.user_attrs
+                     for t in self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+        if isinstance(self.sampler, AgingEvolutionSampler) and self.sampler.cheap_evaluations:
+            return pruned + max(0, self.sampler.cheap_evaluations - self.completed())
+        return pruned
 
     # --- the loop -------------------------------------------------------------------
     def run(self) -> SearchResult:
@@ -343,7 +359,7 @@ class Search:
                         deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id in mine],
                                    self.recipe.search.heartbeat.retries)
                 raise
-        if self.screen_factor > 1 and self.progress:
+        if self.recipe.search.screen.factor > 1 and self.progress:
             done, out = self.completed(), self.screened_out()
             print(f"screening: {done} expensive evaluations (trials), {done + out} cheap ones "
                   f"({out} candidates screened out)")

@@ -98,6 +98,14 @@ class SearchSpace(abc.ABC):
             return False
         return True
 
+    def structure_encoding(self, arch: Any) -> np.ndarray:
+        """Binary features of ``arch`` for surrogate models of accuracy-like quantities
+        (:class:`nas.controllers.GPSurrogate`): one-hot of every decision by default.  A space
+        whose decisions can compute the same network in several ways overrides it with an
+        encoding under which those coincide (NAS-Bench-201: its input-to-output paths)."""
+        return np.concatenate([np.asarray(choices) == value for (name, choices), value in
+                               zip(self.decisions().items(), self.encode(arch).values())]).astype(float)
+
     def sample(self, rng: np.random.Generator, max_tries: int = 1000) -> Any:
         choices = self.decisions()
         for _ in range(max_tries):

@@ -39,6 +39,16 @@ def test_mutate_and_crossover_stay_in_space(space):
         assert space.contains(space.crossover(a, b, rng))
 
 
+def test_structure_encoding_is_binary_of_one_length(space):
+    rng = np.random.default_rng(2)
+    archs = [space.sample(rng) for _ in range(10)]
+    codes = [space.structure_encoding(a) for a in archs]
+    assert len({c.shape for c in codes}) == 1 and codes[0].ndim == 1
+    for arch, code in zip(archs, codes):
+        assert set(np.unique(code)) <= {0.0, 1.0}
+        assert np.array_equal(space.structure_encoding(space.parse(str(arch))), code)
+
+
 def test_seeds_reproduce(space):
     first = [str(space.sample(np.random.default_rng(7))) for _ in range(3)]
     second = [str(space.sample(np.random.default_rng(7))) for _ in range(3)]

@@ -63,6 +63,23 @@ def test_live_edges_follow_the_graph():
     assert not NB201Arch(("nor_conv_3x3",) + ("none",) * 5).connected()
 
 
+def test_structure_encoding_is_the_path_encoding(space):
+    # the chain 0 -> 1 -> 2 -> 3 (conv3, conv1, skip) is one path: one feature set
+    chain = NB201Arch(("nor_conv_3x3", "none", "nor_conv_1x1", "none", "none", "skip_connect"))
+    code = space.structure_encoding(chain)
+    assert code.shape == (4 + 16 + 16 + 64,) and code.sum() == 1
+    # ops off every path (node 2 fed by a pool but not feeding the output) change nothing ...
+    dead = NB201Arch(("nor_conv_3x3", "avg_pool_3x3", "none", "none", "skip_connect", "none"))
+    also_dead = NB201Arch(("nor_conv_3x3", "nor_conv_1x1", "none", "none", "skip_connect", "none"))
+    assert np.array_equal(space.structure_encoding(dead), space.structure_encoding(also_dead))
+    # ... an op on a path does, and so does its position along the path
+    assert not np.array_equal(space.structure_encoding(dead), space.structure_encoding(
+        NB201Arch(("nor_conv_1x1", "avg_pool_3x3", "none", "none", "skip_connect", "none"))))
+    swapped = NB201Arch(("skip_connect", "none", "none", "none", "nor_conv_3x3", "none"))
+    assert not np.array_equal(space.structure_encoding(dead), space.structure_encoding(swapped))
+    assert not space.structure_encoding(NB201Arch(("none",) * 6)).any()
+
+
 def test_builds_the_standard_network(space):
     arch = space.parse(EXAMPLE)
     model = space.build(arch)
