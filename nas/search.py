@@ -65,7 +65,8 @@ from nas.controllers import (ARCH_ATTR, CONSTRAINTS_ATTR, AgingEvolutionSampler,
 from nas.files import atomic_write_text
 from nas.recipe import Recipe, RecipeError, load_recipe, result_changes, write_resolved
 from nas.report import study_storage
-from nas.sources import ACCURACY_SOURCES, LATENCY_SOURCES, MAXIMIZE, RunContext, make_progress, parse_source
+from nas.sources import (ACCURACY_SOURCES, LATENCY_SOURCES, MAXIMIZE, MINIMIZE, RunContext, make_progress,
+                         parse_source)
 from nas.workers import (RunLock, TrialHeartbeats, describe_storage, fail_and_retry, fail_stale_trials, is_shared,
                          open_storage, proposal_lock, retried_from)
 from predictors.protocol import mape
@@ -74,7 +75,9 @@ from search_spaces import make_space
 
 log = logging.getLogger("hwnas.search")
 
-FEATURES = ("macs", "params")
+#: analytic metrics of every space (``SearchSpace.features``): stored on every trial and
+#: usable as objectives and constraints, e.g. ``objectives: [accuracy, macs]``
+FEATURES = {"macs": MINIMIZE, "params": MINIMIZE}
 #: user attribute of trials screened out on their cheap objectives (told PRUNED)
 SCREENED_ATTR = "screened"
 WARM_START_ATTR = "warm_start"
@@ -182,7 +185,7 @@ class Search:
                                                     recipe.base_dir())
         accuracy_cls, accuracy_options = parse_source(recipe.accuracy, ACCURACY_SOURCES, where, "accuracy",
                                                       recipe.base_dir())
-        self.metric_directions = {**accuracy_cls.metrics, **latency_cls.metrics}
+        self.metric_directions = {**FEATURES, **accuracy_cls.metrics, **latency_cls.metrics}
         self.objectives = list(recipe.search.objectives or
                                [next(iter(accuracy_cls.metrics)), next(iter(latency_cls.metrics))])
         for metric in [*self.objectives, *recipe.search.constraints]:
@@ -484,7 +487,10 @@ class Search:
 
     def _evaluate_and_tell(self, batch: list[tuple[optuna.Trial, Any]]) -> None:
         archs = [arch for _, arch in batch]
-        latencies = self.latency.evaluate(archs)
+        # the cheap metrics first, analytic ones included: a candidate that breaks a bound on
+        # any of them is never trained
+        latencies = [{**{k: v for k, v in self.space.features(arch).items() if k in FEATURES}, **measured}
+                     for arch, measured in zip(archs, self.latency.evaluate(archs))]
         constraints = self.recipe.search.constraints
         violations = [{m: metrics[m] - bound for m, bound in constraints.items() if m in metrics}
                       for metrics in latencies]
@@ -496,10 +502,6 @@ class Search:
             # constraints on accuracy-side metrics are checked once they exist
             violation = {**violations[i], **{m: metrics[m] - b for m, b in constraints.items()
                                              if m not in latencies[i] and m in metrics}}
-            features = self.space.features(arch)
-            for key in FEATURES:
-                if key in features:
-                    trial.set_user_attr(key, features[key])
             for key, value in metrics.items():
                 trial.set_user_attr(key, value)
             record_constraints(trial, violation)

@@ -4,6 +4,7 @@ import hashlib
 import itertools
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -150,3 +151,25 @@ def test_screen_and_warm_start_are_recipe_keys_that_change_results(tmp_path, tab
         run_search(recipe(tmp_path, tables, trials=4, screen={"factor": 2}), progress=False)
     written = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
     assert written["search"]["screen"] == {"factor": 1} and written["search"]["warm_start"] is None
+
+
+def test_macs_and_params_are_objectives_and_constraints(tmp_path, tables, monkeypatch):
+    space = make_space("nb201")
+    rng = np.random.default_rng(0)
+    bound = sorted(space.features(space.sample(rng))["params"] for _ in range(21))[10]  # a median
+    trained = []
+    original = TableAccuracy.evaluate
+    monkeypatch.setattr(TableAccuracy, "evaluate", lambda self, archs: trained.extend(map(str, archs)) or
+                        original(self, archs))
+    result = run_search(recipe(tmp_path, tables, storage=":memory:", objectives=["accuracy", "macs"],
+                               constraints={"params": bound}), progress=False)
+    assert result.objectives == ["accuracy", "macs"] and result.directions == ["maximize", "minimize"]
+    for row in result.trials:
+        features = space.features(space.parse(row["arch"]))
+        assert row["macs"] == features["macs"] and row["params"] == features["params"]
+        # a candidate over the analytic bound is never trained
+        assert row["feasible"] == (row["params"] <= bound) == (row["arch"] in trained)
+    assert any(not r["feasible"] for r in result.trials) and any(r["feasible"] for r in result.trials)
+    assert result.front and all(r["params"] <= bound for r in result.front)
+    with pytest.raises(RecipeError, match=r"unknown metric 'flops'.*'macs'"):
+        run_search(recipe(tmp_path, tables, "bad", objectives=["accuracy", "flops"]), progress=False)
