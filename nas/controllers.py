@@ -344,6 +344,8 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
         self.candidates = candidates
         self.pool = pool
         self.surrogate = RidgeSurrogate(space)
+        #: the screening GP (one per sampler: its structure encodings are cached across proposals)
+        self.gp = GPSurrogate(space)
         #: cheap-objective screening (:meth:`screen_with`); None: off
         self._cheap: Callable[[list], list[dict[str, float]]] | None = None
         self._bounds: dict[str, float] = {}
@@ -499,12 +501,12 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
         train = [t for t in history if is_feasible(t) and math.isfinite(t.values[k])]
         if not surrogate or not single or len(train) < 2:
             return pool[feasible[0]]
-        name = self._objective_names[k] if k < len(self._objective_names) else None
+        name = self._objective_names[k]
         if name in self._cheap_metrics:  # the objective itself is cheap: known exactly
             return pool[max(feasible, key=lambda t: self._signs[k] * known[t][name])]
         train_texts = [texts[t.number] for t in train]
         trained = self._cheap_values(train_texts, {})
-        mean, sd = GPSurrogate(self.space).fit_predict(
+        mean, sd = self.gp.fit_predict(
             train_texts, self._trend([trained[t] for t in train_texts]),
             np.array([self._signs[k] * t.values[k] for t in train]), feasible,
             self._trend([known[t] for t in feasible]))

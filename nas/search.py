@@ -232,7 +232,6 @@ class Search:
                     {m: b for m, b in recipe.search.constraints.items() if m in self.latency.metrics},
                     self.objectives):
                 self.screen_factor = 1  # evolution screens its own proposals, from a far larger pool
-            self.sampler = sampler
             write_resolved(recipe, self.run_dir)
             self._open_study(sampler, where)
             undo.pop_all()
@@ -326,8 +325,9 @@ class Search:
         process's controller and not proposed."""
         pruned = sum(SCREENED_ATTR in t.user_attrs
                      for t in self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
-        if isinstance(self.sampler, AgingEvolutionSampler) and self.sampler.cheap_evaluations:
-            return pruned + max(0, self.sampler.cheap_evaluations - self.completed())
+        sampler = self.study.sampler
+        if isinstance(sampler, AgingEvolutionSampler) and sampler.cheap_evaluations:
+            return pruned + max(0, sampler.cheap_evaluations - self.completed())
         return pruned
 
     # --- the loop -------------------------------------------------------------------
