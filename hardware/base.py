@@ -131,6 +131,9 @@ class TimedRunner(Runner):
 
     #: models a runner can hold prepared at once (memory bound for interleaving)
     max_prepared: int = 16
+    #: whether :meth:`prepare_int8` is implemented (the protocol refuses int8
+    #: candidates up front otherwise)
+    supports_int8: ClassVar[bool] = False
 
     def measure_batch(self, candidates: Sequence[Candidate], protocol: Protocol,
                       rng: np.random.Generator, progress: Callable[[int], None] | None = None
@@ -150,6 +153,11 @@ class TimedRunner(Runner):
     @abc.abstractmethod
     def time(self, handle: Any, iterations: int) -> float:
         """Run ``iterations`` forwards back to back; return mean milliseconds per forward."""
+
+    def prepare_int8(self, model, example, int8_modules: tuple[str, ...]) -> Any:
+        """Like :meth:`prepare`, with the modules ``int8_modules`` of the float ``model``
+        quantized to int8 (runners with ``supports_int8``)."""
+        raise ValueError(f"runner {self.name!r} has no int8 path")
 
     def release(self, handle: Any) -> None:
         """Free what ``prepare`` allocated (default: let the GC do it)."""

@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 
 from hardware.base import Fingerprint, RunnerOptions, TimedRunner, cpu_model
+from hardware.quantize import INT8_SCHEME, quantize_int8, synthetic_calibration
 
 
 @dataclass(frozen=True)
@@ -49,30 +50,52 @@ class TorchCPURunner(TimedRunner):
 
 
 class OnnxRuntimeCPURunner(TimedRunner):
-    """Exports with ``torch.onnx`` and times an ONNX Runtime CPU session."""
+    """Exports with ``torch.onnx`` and times an ONNX Runtime CPU session.
+
+    ``dtype: int8`` quantizes every network before timing; with ``float32``,
+    a candidate whose arch runs some layers in int8 (a space's precision axis)
+    has exactly those quantized.  Both use :data:`hardware.quantize.INT8_SCHEME`
+    with seeded synthetic calibration: int8 kernel speed does not depend on the
+    scales, so the accuracy source's real calibration is not needed here.
+    """
 
     name = "onnxruntime"
     Options = OnnxRuntimeCPUOptions
     # sessions of mobile-sized nets take tens of MB; 32 keeps groups large
     max_prepared = 32
+    supports_int8 = True
+    DTYPES = ("float32", "int8")
 
     def __init__(self, threads: int = 1, batch_size: int = 1, dtype: str = "float32",
                  opset: int = 17):
-        if dtype != "float32":
-            raise ValueError("runner 'onnxruntime' (CPU) measures float32 only")
+        if dtype not in self.DTYPES:
+            raise ValueError(f"runner 'onnxruntime' (CPU) measures {' or '.join(self.DTYPES)}, not {dtype!r}")
         super().__init__(threads, batch_size, dtype)
         self.opset = int(opset)
 
     def fingerprint(self) -> Fingerprint:
         import onnxruntime
 
+        extra: tuple = (("opset", self.opset),)
+        if self.dtype == "int8":
+            extra += (("int8", INT8_SCHEME),)
         return Fingerprint(self.name, cpu_model(), f"onnxruntime {onnxruntime.__version__}",
-                           self.threads, self.batch_size, self.dtype, (("opset", self.opset),))
+                           self.threads, self.batch_size, self.dtype, extra)
 
     def prepare(self, model, example):
+        return self._session(model, example, None if self.dtype == "int8" else ())
+
+    def prepare_int8(self, model, example, int8_modules):
+        return self._session(model, example, None if self.dtype == "int8" else tuple(int8_modules))
+
+    def _session(self, model, example, int8_modules):
+        """``int8_modules``: ``()`` float, ``None`` the whole network in int8."""
         from hardware.onnx_io import export_onnx, ort_session
 
-        session = ort_session(export_onnx(model, example, opset=self.opset), threads=self.threads)
+        data = export_onnx(model, example, opset=self.opset)
+        if int8_modules != ():
+            data = quantize_int8(data, synthetic_calibration(example.numpy()), int8_modules)
+        session = ort_session(data, threads=self.threads)
         feed = {session.get_inputs()[0].name: example.numpy()}
         return session, feed
 

@@ -55,6 +55,9 @@ class Candidate:
 
     key: str
     build: Callable[[], Any]  # -> (model, example input)
+    #: module paths of the float model to run in int8 (post-training quantization);
+    #: empty for a float network
+    int8_modules: tuple[str, ...] = ()
 
 
 def measure(runner, candidates: Sequence[Candidate], protocol: Protocol = Protocol(),
@@ -63,6 +66,11 @@ def measure(runner, candidates: Sequence[Candidate], protocol: Protocol = Protoc
     """Measure ``candidates`` with interleaved rounds, ``runner.max_prepared`` at a time
     (larger sets in anchor-linked groups)."""
     rng = np.random.default_rng(0) if rng is None else rng
+    mixed = [c.key for c in candidates if c.int8_modules]
+    if mixed and not runner.supports_int8:
+        # before anything is prepared: a float timing must never stand in for an int8 one
+        raise ValueError(f"runner {runner.name!r} has no int8 path; {len(mixed)} candidates ask for int8 "
+                         f"layers (first: {mixed[0]}); measure them with runner 'onnxruntime'")
     chunk = max(2, int(runner.max_prepared))
     if len(candidates) <= chunk:
         return _measure_group(runner, list(candidates), protocol, rng, progress)
@@ -98,7 +106,8 @@ def _measure_group(runner, group: list[Candidate], protocol: Protocol, rng: np.r
     try:
         for cand in group:
             model, example = cand.build()
-            handles.append(runner.prepare(model, example))
+            handles.append(runner.prepare_int8(model, example, cand.int8_modules) if cand.int8_modules
+                           else runner.prepare(model, example))
             del model
         results = _interleaved(runner, [c.key for c in group], handles, protocol, rng)
     finally:

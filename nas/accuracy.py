@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from nas.options import PATH
 
 
@@ -84,6 +86,51 @@ def train_candidate(model, splits, settings: TrainSettings, seed: int,
         return evaluate_accuracy(model, splits.val, settings.batch_size * 4, settings.workers)
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def calibration_inputs(dataset, count: int = 8, batch_size: int = 32, seed: int = 0) -> list:
+    """``count`` batches of input images (numpy) from a seeded slice of ``dataset``: the data
+    int8 post-training quantization calibrates its activation ranges on."""
+    import torch
+
+    order = np.random.default_rng(seed).permutation(len(dataset))[:count * batch_size]
+    images = [dataset[int(i)][0] for i in order]
+    return [torch.stack(images[i:i + batch_size]).numpy() for i in range(0, len(images), batch_size)]
+
+
+def quantized_session(model, example, int8_modules, calibration):
+    """An ONNX Runtime session of ``model`` with ``int8_modules`` quantized (dynamic batch);
+    ``int8_modules=None`` quantizes the whole network."""
+    from hardware.onnx_io import export_onnx, ort_session
+    from hardware.quantize import quantize_int8
+
+    data = export_onnx(model, example, dynamic_batch=True)
+    return ort_session(quantize_int8(data, calibration, int8_modules))
+
+
+def evaluate_session(session, dataset, batch_size: int = 256) -> float:
+    """Top-1 accuracy (%) of an ONNX Runtime session over ``dataset``."""
+    from torch.utils.data import DataLoader
+
+    name = session.get_inputs()[0].name
+    correct = total = 0
+    for images, labels in DataLoader(dataset, batch_size=batch_size):
+        logits = session.run(None, {name: images.numpy()})[0]
+        correct += int((logits.argmax(1) == labels.numpy()).sum())
+        total += labels.numel()
+    return 100.0 * correct / max(total, 1)
+
+
+def candidate_accuracy(space, arch, model, splits, batch_size: int, calibration: list) -> float:
+    """Top-1 accuracy (%) on ``splits.val`` of ``arch`` whose float weights are ``model``: the
+    float network's own, or, when ``arch`` runs layers in int8, that of the network quantized
+    after training (calibrated on ``calibration``) and run by ONNX Runtime, exactly as
+    ``hwnas export`` ships it."""
+    modules = space.int8_modules(arch)
+    if not modules:
+        return evaluate_accuracy(model, splits.val, batch_size)
+    example = space.example_input(space.float_arch(arch))
+    return evaluate_session(quantized_session(model, example, modules, calibration), splits.val, batch_size)
 
 
 def evaluate_accuracy(model, dataset, batch_size: int = 256, workers: int = 0, device=None) -> float:

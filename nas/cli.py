@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "nas.commands.spaces",
     "nas.commands.measure",
     "nas.commands.export",
+    "nas.commands.quantize",
     "nas.commands.device",
     "nas.commands.agent",
     "nas.commands.supernet",

@@ -9,6 +9,10 @@ For each of the top-K Pareto architectures, ``RUN_DIR/export/<rank>/`` gets:
 * ``model.onnx``: dynamic batch, metadata (arch, space, input, preprocessing,
   accuracy, latency, device where known), verified against PyTorch with ONNX
   Runtime at batch 1 and 4
+* ``model.int8.onnx`` when the arch runs layers in int8 (a space's precision
+  axis): ``model.onnx`` with those layers statically quantized, calibrated on
+  the accuracy source's training slice (the network whose accuracy and latency
+  the search reported); its agreement with the float model is in ``arch.json``
 * ``model.pt``: ``{"arch", "space", "space_options", "state_dict", "weights"}``
   (plain tensors and strings: ``torch.load(..., weights_only=True)`` reads it;
   :func:`load_exported` rebuilds the hwnas model from it)
@@ -38,9 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
-from hardware.onnx_io import export_onnx, verify_onnx
+from hardware.onnx_io import export_onnx, ort_session, verify_onnx
 from hardware.store import MeasurementStore
 from nas.files import atomic_write_bytes, atomic_write_text
 from nas.recipe import load_recipe
@@ -197,9 +202,11 @@ def onnx_metadata(record: Mapping[str, Any], metrics: Mapping[str, Any], weights
 
 def export_model(space: SearchSpace, model, arch: Any, folder: str | Path, metrics: Mapping[str, Any] | None = None,
                  weights: str = "random-init", dataset: str | None = None, accuracy_kind: str | None = None,
-                 latency: Mapping[str, Any] | None = None, rank: int = 0) -> Exported:
+                 latency: Mapping[str, Any] | None = None, rank: int = 0,
+                 calibration: list | None = None) -> Exported:
     """Write one export folder (see the module doc) for ``model``; ``metrics`` is the
-    run's front row, ``latency`` the recipe's ``latency:`` section."""
+    run's front row, ``latency`` the recipe's ``latency:`` section, ``calibration`` the
+    input batches int8 layers are calibrated on (``None``: seeded synthetic inputs)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     metrics = dict(metrics or {})
@@ -214,9 +221,45 @@ def export_model(space: SearchSpace, model, arch: Any, folder: str | Path, metri
     program_diff = export_program(space, model, arch, folder / "model.pt2")
     diff = export_verified_onnx(space, model.eval(), arch, folder / "model.onnx",
                                 metadata=onnx_metadata(record, metrics, weights))
+    if space.int8_modules(arch):
+        record["int8"] = export_int8(space, model, arch, folder / "model.int8.onnx", calibration,
+                                     onnx_metadata(record, metrics, weights))
+        atomic_write_text(folder / "arch.json", json.dumps(record, indent=2, default=str))
     space.export_extras(model, arch, folder)
     write_model_card(folder)
     return Exported(rank, str(arch), folder, diff, weights, program_diff)
+
+
+def export_int8(space: SearchSpace, model, arch: Any, path: Path, calibration: list | None,
+                metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Write the int8-quantized ONNX of ``arch`` to ``path``; return what ``arch.json`` says
+    of it: the scheme, the quantized modules, the calibration, and its agreement with the
+    float model on the calibration inputs (max abs logit difference, top-1 agreement)."""
+    from hardware.quantize import INT8_SCHEME, quantize_int8, synthetic_calibration
+
+    float_arch = space.float_arch(arch)
+    inputs, outputs = space.onnx_names
+    source = "accuracy source's training slice"
+    if calibration is None:
+        calibration = synthetic_calibration(space.example_input(float_arch, 8).numpy())
+        source = "synthetic (the accuracy source has no data): scales may not suit real inputs"
+    data = export_onnx(model, space.example_input(float_arch), input_names=inputs, output_names=outputs,
+                       dynamic_batch=True)
+    data = _with_metadata(quantize_int8(data, calibration, space.int8_modules(arch)),
+                          {**metadata, "int8_scheme": INT8_SCHEME})
+    atomic_write_bytes(path, data)
+    session = ort_session(data)
+    name = session.get_inputs()[0].name
+    diffs, agree, total = [], 0, 0
+    with torch.no_grad():
+        for batch in calibration:
+            quantized = session.run(None, {name: batch})[0]
+            reference = model.eval()(torch.from_numpy(batch)).numpy()
+            diffs.append(float(np.abs(quantized - reference).max()))
+            agree += int((quantized.argmax(1) == reference.argmax(1)).sum())
+            total += len(batch)
+    return {"file": path.name, "scheme": INT8_SCHEME, "modules": list(space.int8_modules(arch)),
+            "calibration": source, "max_abs_diff": max(diffs), "top1_agreement": agree / max(total, 1)}
 
 
 def save_model(space: SearchSpace, model, arch: Any, path: Path, weights: str) -> None:
@@ -276,8 +319,9 @@ def _export_one(space: SearchSpace, accuracy, rank: int, row: dict[str, Any], fo
     if model is None:
         model = space.build(arch)
     kind = getattr(accuracy, "kind", None)
+    calibration = accuracy.calibration_inputs(arch) if space.int8_modules(arch) else None
     return export_model(space, model.eval(), arch, folder, row, weights, accuracy_dataset(accuracy),
-                        kind, latency, rank)
+                        kind, latency, rank, calibration)
 
 
 def finetune_bundle(space: SearchSpace, model, arch: Any, folder: str | Path, record: Mapping[str, Any]) -> float:
@@ -303,6 +347,7 @@ def finetune_bundle(space: SearchSpace, model, arch: Any, folder: str | Path, re
 _CARD_FILES = (
     ("model.pt2", "`torch.export` program, dynamic batch (exported weights)"),
     ("model.onnx", "ONNX, dynamic batch, metadata_props (exported weights)"),
+    ("model.int8.onnx", "the same with the arch's int8 layers quantized (QDQ; what the search measured)"),
     ("model.pt", "`{arch, space, space_options, state_dict, weights}` (`torch.load(..., weights_only=True)`)"),
     ("finetuned.pt2", "`torch.export` program after `hwnas finetune`"),
     ("finetuned.onnx", "ONNX after `hwnas finetune`"),

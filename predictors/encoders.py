@@ -12,7 +12,8 @@ few-shot predictor weighs them per device by marginal likelihood.
 * ``fbnet`` (chain space): per-layer one-hot (a lookup table over block and
   position) and analytic per-layer costs (pointwise/depthwise MACs,
   activation traffic, parameters, kernel launches) summed over the chain.
-* any other space: one-hot of its decisions plus log MACs/params/activations.
+* any other space: one-hot of its decisions (precisions included) plus log
+  MACs/params/activations (and int8 MACs where the space searches precision).
 """
 from __future__ import annotations
 
@@ -136,6 +137,8 @@ class DecisionEncoder(Encoder):
                 block[row, lookup[decisions[key]]] = 1.0
             blocks.append(block)
         ones = np.ones((len(archs), 1))
-        feats = np.array([[np.log1p(f["macs"]), np.log1p(f["params"]), np.log1p(f["activations"])]
-                          for f in (self.space.features(a) for a in archs)]).reshape(len(archs), 3)
+        # a space with a precision axis adds its int8 MACs (int8 kernels cost less per MAC)
+        keys = ("macs", "params", "activations") + (("int8_macs",) if len(self.space.precisions) > 1 else ())
+        feats = np.array([[np.log1p(f[k]) for k in keys]
+                          for f in (self.space.features(a) for a in archs)]).reshape(len(archs), len(keys))
         return {"decisions": np.hstack([ones] + blocks), "analytic": np.hstack([ones, feats / 20.0])}

@@ -14,21 +14,51 @@ Spaces describe themselves as named categorical *decisions* (``decisions()``,
 ``encode``, ``decode``).  Optuna samplers suggest exactly those, and the
 generic ``sample``/``mutate``/``crossover`` below work on them, so a new
 space only has to say what its decisions are and how to build and print.
+
+A space may make numeric precision part of its architectures (``precisions:
+[fp32, int8]``): ``precision_units(arch)`` then names the parts of the network
+that run in one precision, with the torch modules each covers, and the
+precisions are ordinary decisions written into the canonical string.
+``build`` always returns the float network; runners, accuracy sources and
+export quantize the int8 units after the fact (post-training quantization,
+:mod:`hardware.quantize`).
 """
 from __future__ import annotations
 
 import abc
 import functools
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 Decisions = dict[str, Any]
 
+#: numeric precisions a space may assign; fp32 is the default and never written in strings.
+#: fp16 would need the GPU runners' engines and is not offered yet
+PRECISIONS = ("fp32", "int8")
+#: what precision decisions cover: each layer, each stage, or one boundary ("suffix": int8
+#: from a chosen stage on, fp32 before it: one fp32->int8 transition, where every other
+#: pattern pays a quantize/dequantize pair and a layout change at each boundary)
+GRANULARITIES = ("layer", "stage", "suffix")
+#: the ``int8_from`` choice of a suffix space that keeps every unit in fp32
+NO_INT8 = "none"
+
+
+@dataclass(frozen=True)
+class PrecisionUnit:
+    """A part of a network that runs in one numeric precision."""
+
+    #: torch module paths the unit covers (``blocks.3.1``); they are also the ONNX scopes
+    modules: tuple[str, ...]
+    precision: str = "fp32"
+
 
 class SearchSpace(abc.ABC):
     #: registry name, set by subclasses
     name: str = ""
+    #: numeric precisions the space's architectures choose from (more than fp32: a precision axis)
+    precisions: tuple[str, ...] = ("fp32",)
     #: names of the exported ONNX graph's inputs and outputs (``hwnas export``)
     onnx_names: tuple[tuple[str, ...], tuple[str, ...]] = (("input",), ("output",))
 
@@ -153,7 +183,8 @@ class SearchSpace(abc.ABC):
 
     # --- analytic features ---------------------------------------------------------
     def features(self, arch: Any) -> dict[str, float]:
-        """MACs, parameters and activation elements of one forward pass at batch 1."""
+        """MACs, parameters and activation elements of one forward pass at batch 1; with a
+        precision axis also ``int8_macs``, the MACs of the units that run in int8."""
         return _features_cached(self, str(arch))
 
     def example_input(self, arch: Any, batch_size: int = 1, seed: int = 0):
@@ -161,6 +192,135 @@ class SearchSpace(abc.ABC):
 
         generator = torch.Generator().manual_seed(seed)
         return torch.randn(self.input_shape(arch, batch_size), generator=generator)
+
+    # --- numeric precision (optional: spaces without a precision axis keep these) ----
+    #: per ``layer`` or per ``stage``: what one precision decision covers
+    precision_granularity: str = "layer"
+
+    def _init_precision(self, precisions: Sequence[str], granularity: str) -> None:
+        """Validate and keep a space's ``precisions`` / ``precision_granularity`` options."""
+        self.precisions = check_precisions(precisions, self.name)
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"{self.name} option 'precision_granularity' must be one of {list(GRANULARITIES)}, "
+                             f"got {granularity!r}")
+        self.precision_granularity = granularity
+
+    @property
+    def searches_precision(self) -> bool:
+        return len(self.precisions) > 1
+
+    def precision_options(self) -> dict[str, Any]:
+        """The precision options for ``options()``: none for a float-only space, so it keeps
+        the identity (and the caches keyed on it) it had before precision existed."""
+        if not self.searches_precision:
+            return {}
+        return {"precisions": list(self.precisions), "precision_granularity": self.precision_granularity}
+
+    def precision_decisions(self, stages: int, layers: int) -> dict[str, tuple]:
+        """The precision decisions of ``stages`` stages of up to ``layers`` layers plus a head
+        (none without a precision axis)."""
+        if not self.searches_precision:
+            return {}
+        if self.precision_granularity == "suffix":
+            return {"int8_from": (NO_INT8, *(f"s{s}" for s in range(stages)), "head")}
+        if self.precision_granularity == "stage":
+            d = {f"s{s}_precision": self.precisions for s in range(stages)}
+        else:
+            d = {f"s{s}_l{i}_precision": self.precisions for s in range(stages) for i in range(layers)}
+        return {**d, "head_precision": self.precisions}
+
+    def decoded_precision(self, decisions: Mapping[str, Any], stage: int, layer: int) -> str:
+        """The precision of ``layer`` of ``stage`` under ``decisions``."""
+        if not self.searches_precision:
+            return "fp32"
+        if self.precision_granularity == "suffix":
+            start = decisions["int8_from"]
+            return "int8" if start not in (NO_INT8, "head") and stage >= int(start[1:]) else "fp32"
+        key = f"s{stage}_precision" if self.precision_granularity == "stage" else f"s{stage}_l{layer}_precision"
+        return decisions[key]
+
+    def decoded_head_precision(self, decisions: Mapping[str, Any]) -> str:
+        if not self.searches_precision:
+            return "fp32"
+        if self.precision_granularity == "suffix":
+            return "fp32" if decisions["int8_from"] == NO_INT8 else "int8"
+        return decisions["head_precision"]
+
+    def encoded_precisions(self, layers: Sequence[Sequence[str]], head: str) -> dict[str, Any]:
+        """The precision decisions of an arch whose stage ``s`` slot ``i`` has precision
+        ``layers[s][i]`` (every slot, inactive ones filled by the space) and whose head has
+        ``head``; a stage's precision is its first slot's."""
+        if not self.searches_precision:
+            return {}
+        if self.precision_granularity == "suffix":
+            first = next((s for s, stage in enumerate(layers) if stage[0] == "int8"), None)
+            start = f"s{first}" if first is not None else ("head" if head == "int8" else NO_INT8)
+            return {"int8_from": start}
+        if self.precision_granularity == "stage":
+            d = {f"s{s}_precision": stage[0] for s, stage in enumerate(layers)}
+        else:
+            d = {f"s{s}_l{i}_precision": p for s, stage in enumerate(layers) for i, p in enumerate(stage)}
+        return {**d, "head_precision": head}
+
+    def check_precision_pattern(self, stages: Sequence[set[str]], head: str, text: str) -> None:
+        """Refuse a parsed arch whose precisions this space cannot choose: ``stages`` holds
+        each stage's set of layer precisions."""
+        if self.precision_granularity == "layer":
+            return
+        for s, found in enumerate(stages):
+            if len(found) > 1:
+                raise ValueError(f"{self.name} arch {text!r}: stage {s} mixes precisions, but this space "
+                                 f"chooses one per stage (precision_granularity: {self.precision_granularity})")
+        if self.precision_granularity == "suffix":
+            sequence = [next(iter(found)) for found in stages if found] + [head]
+            if any(a == "int8" and b == "fp32" for a, b in zip(sequence, sequence[1:])):
+                raise ValueError(f"{self.name} arch {text!r}: an fp32 stage or head after an int8 one, but "
+                                 f"this space runs int8 from one stage on (precision_granularity: suffix)")
+
+    def unit_name(self, stage: int, layer: int) -> str:
+        """The precision unit ``layer`` of ``stage`` belongs to."""
+        return f"s{stage}.l{layer}" if self.precision_granularity == "layer" else f"s{stage}"
+
+    def check_assignment(self, arch: Any, precisions: Mapping[str, str]) -> None:
+        """Refuse units ``arch`` does not have and precisions the space does not offer (a
+        suffix space also checks the result, :meth:`with_precisions`)."""
+        units = self.precision_units(arch)
+        unknown = sorted(set(precisions) - set(units))
+        if unknown:
+            raise ValueError(f"{self.name}: unknown precision units {unknown}; this arch has {list(units)}")
+        bad = {u: p for u, p in precisions.items() if p not in self.precisions}
+        if bad:
+            raise ValueError(f"{self.name}: precisions {bad} not in this space's {list(self.precisions)}")
+
+    def checked_variant(self, arch: Any) -> Any:
+        """``arch`` (a precision variant :meth:`with_precisions` built), refused when the
+        space cannot choose its precisions (a suffix space and an int8 unit before an fp32 one)."""
+        self.check_precision_pattern(
+            [{u.precision} for name, u in self.precision_units(arch).items() if name != "head"],
+            self.precision_units(arch)["head"].precision, str(arch))
+        return arch
+
+    def precision_units(self, arch: Any) -> dict[str, PrecisionUnit]:
+        """The units whose precision ``arch`` chooses, in network order (default: none,
+        the network runs in the runner's dtype)."""
+        return {}
+
+    def with_precisions(self, arch: Any, precisions: Mapping[str, str]) -> Any:
+        """``arch`` with the named units set to the given precisions (``hwnas quantize``
+        assigns them); units not named keep theirs."""
+        if precisions:
+            raise ValueError(f"space {self.name!r} has no precision axis (units asked: {sorted(precisions)})")
+        return arch
+
+    def int8_modules(self, arch: Any) -> tuple[str, ...]:
+        """Module paths of the units ``arch`` runs in int8 (empty: a float network)."""
+        return tuple(m for unit in self.precision_units(arch).values() if unit.precision == "int8"
+                     for m in unit.modules)
+
+    def float_arch(self, arch: Any) -> Any:
+        """``arch`` with every unit in fp32: the network whose weights its precision
+        variants share (trained once, quantized per variant)."""
+        return self.with_precisions(arch, {u: "fp32" for u in self.precision_units(arch)})
 
     def export_extras(self, model, arch: Any, folder) -> list:
         """Space-specific files ``hwnas export`` writes beside ``model.pt`` and
@@ -185,10 +345,19 @@ class SearchSpace(abc.ABC):
 
 @functools.lru_cache(maxsize=4096)
 def _features_cached(space: SearchSpace, arch_text: str) -> dict[str, float]:
-    from search_spaces.features import count_features
+    from search_spaces.features import count_features, layer_costs
 
     arch = space.parse(arch_text)
-    return count_features(space.build(arch), space.example_input(arch))
+    model, example = space.build(arch), space.example_input(arch)
+    features = count_features(model, example)
+    if space.precision_units(arch):
+        # how much of the work runs on int8 kernels: predictors must never see an int8 and
+        # an fp32 variant of one network as the same input
+        modules = space.int8_modules(arch)
+        inside = tuple(m + "." for m in modules)
+        features["int8_macs"] = float(sum(c.macs for c in layer_costs(model, example)
+                                          if c.name in modules or c.name.startswith(inside)))
+    return features
 
 
 def split_tokens(text: str, sep: str, what: str) -> list[str]:
@@ -197,6 +366,34 @@ def split_tokens(text: str, sep: str, what: str) -> list[str]:
     if any(p == "" for p in parts):
         raise ValueError(f"empty {what} in {text!r} (stray {sep!r}?)")
     return parts
+
+
+def check_precisions(values: Sequence[str], space: str) -> tuple[str, ...]:
+    """A space's ``precisions`` option, validated: known names, fp32 among them."""
+    values = tuple(str(v) for v in values)
+    unknown = [v for v in values if v not in PRECISIONS]
+    if unknown or "fp32" not in values or len(set(values)) != len(values):
+        raise ValueError(f"{space} option 'precisions' must list distinct values of {list(PRECISIONS)} "
+                         f"including 'fp32', got {list(values)}")
+    return values
+
+
+def split_precision(token: str, allowed: Sequence[str], where: str = "") -> tuple[str, str]:
+    """``("ir_k3_e4", "int8")`` for ``ir_k3_e4_int8``; a token without a precision suffix
+    is fp32.  fp32 is never written (one canonical string per arch)."""
+    head, sep, tail = token.rpartition("_")
+    if not sep or tail not in PRECISIONS:
+        return token, "fp32"
+    if tail == "fp32":
+        raise ValueError(f"bad token {token!r}{where}: fp32 is the default and is written without a suffix")
+    if tail not in allowed:
+        raise ValueError(f"bad token {token!r}{where}: precision {tail!r} not in this space's precisions "
+                         f"{list(allowed)}")
+    return head, tail
+
+
+def precision_suffix(precision: str) -> str:
+    return "" if precision == "fp32" else f"_{precision}"
 
 
 def parse_choice(token: str, prefix: str, allowed: Sequence, cast=int, where: str = "") -> Any:

@@ -8,25 +8,40 @@ Canonical string, timm block-string style::
 per searchable stage holding its layers (``-``-separated).  A layer is
 ``ir_k<kernel>_e<expansion>``; the stage's channels, stride, squeeze-excite
 and activation are fixed by the space, as in MobileNetV3-Large / OFA.
+
+With ``precisions: [fp32, int8]`` precision is searched too: per layer (or per
+stage, ``precision_granularity: stage``) and for the head (the last 1x1 convs
+and the classifier), written as a suffix of the layer token or of the header::
+
+    r160_w1_int8:ir_k3_e4-ir_k3_e4_int8:...
+
+fp32 is never written, so strings of a float-only space are unchanged.  The
+stem stays fp32: it is the most quantization-sensitive layer (HAWQ keeps it
+at higher precision too) and, with 3 input channels, no faster in int8.
 The network is built with timm's ``MobileNetV3`` class and block builder, so
 it is an ordinary timm model.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Mapping
 
-from search_spaces.base import SearchSpace, parse_choice, split_tokens
+from search_spaces.base import (PrecisionUnit, SearchSpace, parse_choice, precision_suffix,
+                                split_precision, split_tokens)
+
+#: the modules after the last searchable stage (timm MobileNetV3 names)
+HEAD_MODULES = ("blocks.6", "conv_head", "classifier")
 
 
 @dataclass(frozen=True)
 class IRLayer:
     kernel: int
     expand: int
+    precision: str = "fp32"
 
     def __str__(self) -> str:
-        return f"ir_k{self.kernel}_e{self.expand}"
+        return f"ir_k{self.kernel}_e{self.expand}{precision_suffix(self.precision)}"
 
 
 @dataclass(frozen=True)
@@ -34,9 +49,10 @@ class MBV3Arch:
     resolution: int
     width: float
     stages: tuple[tuple[IRLayer, ...], ...]
+    head_precision: str = "fp32"
 
     def __str__(self) -> str:
-        head = f"r{self.resolution}_w{self.width:g}"
+        head = f"r{self.resolution}_w{self.width:g}{precision_suffix(self.head_precision)}"
         return ":".join([head] + ["-".join(str(layer) for layer in stage) for stage in self.stages])
 
     @property
@@ -66,7 +82,8 @@ class MBV3Space(SearchSpace):
     name = "mbv3"
 
     def __init__(self, resolutions=(128, 160, 192, 224), widths=(1.0,), kernels=(3, 5, 7),
-                 expansions=(3, 4, 6), depths=(2, 3, 4), num_classes: int = 1000):
+                 expansions=(3, 4, 6), depths=(2, 3, 4), num_classes: int = 1000,
+                 precisions=("fp32",), precision_granularity: str = "layer"):
         self.resolutions = tuple(int(r) for r in resolutions)
         self.widths = tuple(float(w) for w in widths)
         self.kernels = tuple(int(k) for k in kernels)
@@ -80,12 +97,14 @@ class MBV3Space(SearchSpace):
                 raise ValueError(f"mbv3 option {label!r} must not be empty")
         if min(self.depths) < 1:
             raise ValueError("mbv3 option 'depths' must be >= 1")
+        self._init_precision(precisions, precision_granularity)
         self.stages = MBV3_STAGES
 
     def options(self) -> dict[str, Any]:
-        return {"resolutions": list(self.resolutions), "widths": list(self.widths),
-                "kernels": list(self.kernels), "expansions": list(self.expansions),
-                "depths": list(self.depths), "num_classes": self.num_classes}
+        options = {"resolutions": list(self.resolutions), "widths": list(self.widths),
+                   "kernels": list(self.kernels), "expansions": list(self.expansions),
+                   "depths": list(self.depths), "num_classes": self.num_classes}
+        return {**options, **self.precision_options()}
 
     def network_options(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes}
@@ -98,15 +117,18 @@ class MBV3Space(SearchSpace):
             for i in range(max(self.depths)):
                 d[f"s{s}_l{i}_kernel"] = self.kernels
                 d[f"s{s}_l{i}_expand"] = self.expansions
-        return d
+        return {**d, **self.precision_decisions(len(self.stages), max(self.depths))}
 
     def decode(self, decisions: Mapping[str, Any]) -> MBV3Arch:
         stages = []
         for s in range(len(self.stages)):
             depth = decisions[f"s{s}_depth"]
-            stages.append(tuple(IRLayer(decisions[f"s{s}_l{i}_kernel"], decisions[f"s{s}_l{i}_expand"])
-                                for i in range(depth)))
-        return MBV3Arch(decisions["resolution"], float(decisions["width"]), tuple(stages))
+            stages.append(tuple(
+                IRLayer(decisions[f"s{s}_l{i}_kernel"], decisions[f"s{s}_l{i}_expand"],
+                        self.decoded_precision(decisions, s, i))
+                for i in range(depth)))
+        return MBV3Arch(decisions["resolution"], float(decisions["width"]), tuple(stages),
+                        self.decoded_head_precision(decisions))
 
     def encode(self, arch: MBV3Arch) -> dict[str, Any]:
         d: dict[str, Any] = {"resolution": arch.resolution, "width": arch.width}
@@ -115,10 +137,13 @@ class MBV3Space(SearchSpace):
         for s, stage in enumerate(arch.stages):
             d[f"s{s}_depth"] = len(stage)
             for i in range(max(self.depths)):
+                # inactive slots take the first choice, so one arch has one encoding
                 layer = stage[i] if i < len(stage) else IRLayer(self.kernels[0], self.expansions[0])
                 d[f"s{s}_l{i}_kernel"] = layer.kernel
                 d[f"s{s}_l{i}_expand"] = layer.expand
-        return d
+        slots = [[stage[i].precision if i < len(stage) else self.precisions[0] for i in range(max(self.depths))]
+                 for stage in arch.stages]
+        return {**d, **self.encoded_precisions(slots, arch.head_precision)}
 
     # strings ---------------------------------------------------------------------
     def parse(self, text: str) -> MBV3Arch:
@@ -128,9 +153,11 @@ class MBV3Space(SearchSpace):
         if len(groups) != len(self.stages) + 1:
             raise ValueError(f"mbv3 arch {text!r}: expected a header and {len(self.stages)} "
                              f"stages separated by ':', got {len(groups)} groups")
-        head = groups[0].split("_")
+        header, head_precision = split_precision(groups[0], self.precisions, " in header")
+        head = header.split("_")
         if len(head) != 2:
-            raise ValueError(f"mbv3 arch header {groups[0]!r}: expected r<resolution>_w<width>")
+            raise ValueError(f"mbv3 arch header {groups[0]!r}: expected r<resolution>_w<width>"
+                             f"[_<precision>]")
         resolution = parse_choice(head[0], "r", self.resolutions, int, " in header")
         width = parse_choice(head[1], "w", self.widths, float, " in header")
         stages = []
@@ -139,15 +166,48 @@ class MBV3Space(SearchSpace):
             if len(layers) not in self.depths:
                 raise ValueError(f"stage {s} {group!r}: depth {len(layers)} not in {list(self.depths)}")
             stages.append(tuple(self._parse_layer(tok, s) for tok in layers))
-        return MBV3Arch(resolution, width, tuple(stages))
+        self.check_precision_pattern([{layer.precision for layer in stage} for stage in stages], head_precision,
+                                     text)
+        return MBV3Arch(resolution, width, tuple(stages), head_precision)
 
     def _parse_layer(self, token: str, stage: int) -> IRLayer:
-        parts = token.split("_")
         where = f" in layer {token!r} of stage {stage}"
+        core, precision = split_precision(token, self.precisions, where)
+        parts = core.split("_")
         if len(parts) != 3 or parts[0] != "ir":
-            raise ValueError(f"bad layer token {token!r}{where}: expected ir_k<kernel>_e<expansion>")
+            raise ValueError(f"bad layer token {token!r}{where}: expected ir_k<kernel>_e<expansion>"
+                             f"[_<precision>]")
         return IRLayer(parse_choice(parts[1], "k", self.kernels, int, where),
-                       parse_choice(parts[2], "e", self.expansions, int, where))
+                       parse_choice(parts[2], "e", self.expansions, int, where), precision)
+
+    # precision -----------------------------------------------------------------------
+    def precision_units(self, arch: MBV3Arch) -> dict[str, PrecisionUnit]:
+        """Per layer ``s<stage>.l<layer>`` (per stage ``s<stage>`` unless the granularity is
+        ``layer``) and ``head``; timm puts searchable stage ``s`` at ``blocks.<s+1>``
+        (``blocks.0`` is the stem's)."""
+        if not self.searches_precision:
+            return {}
+        units: dict[str, PrecisionUnit] = {}
+        for s, stage in enumerate(arch.stages):
+            if self.precision_granularity != "layer":
+                units[f"s{s}"] = PrecisionUnit(tuple(f"blocks.{s + 1}.{i}" for i in range(len(stage))),
+                                               stage[0].precision)
+            else:
+                for i, layer in enumerate(stage):
+                    units[self.unit_name(s, i)] = PrecisionUnit((f"blocks.{s + 1}.{i}",), layer.precision)
+        units["head"] = PrecisionUnit(HEAD_MODULES, arch.head_precision)
+        return units
+
+    def with_precisions(self, arch: MBV3Arch, precisions: Mapping[str, str]) -> MBV3Arch:
+        self.check_assignment(arch, precisions)
+        stages = []
+        for s, stage in enumerate(arch.stages):
+            stages.append(tuple(
+                replace(layer, precision=precisions.get(
+                    self.unit_name(s, i), layer.precision))
+                for i, layer in enumerate(stage)))
+        return self.checked_variant(replace(arch, stages=tuple(stages),
+                                            head_precision=precisions.get("head", arch.head_precision)))
 
     # building ----------------------------------------------------------------------
     def arch_def(self, arch: MBV3Arch) -> list[list[str]]:

@@ -9,17 +9,22 @@ Per layer one of (Xiong et al., "MobileDets", CVPR 2021):
 * ``skip``  identity, only where shapes allow (not the first layer of a stage)
 
 Canonical string: ``r224:<stage>:<stage>...`` with layers ``-``-separated.
+With ``precisions: [fp32, int8]`` a layer token (and the header, for the 1x1
+head and classifier) may end in ``_int8``, as in :mod:`search_spaces.mbv3`;
+``precision_granularity: stage`` chooses one precision per stage.
 Blocks are timm's ``InvertedResidual`` / ``EdgeResidual``; the Tucker block is
 composed from timm's ``ConvNormAct``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from search_spaces.base import SearchSpace, parse_choice, split_tokens
+from search_spaces.base import (PrecisionUnit, SearchSpace, parse_choice, precision_suffix,
+                                split_precision, split_tokens)
 
 LAYER_TYPES = ("ir", "fu", "tu", "skip")
+HEAD_MODULES = ("conv_head", "classifier")
 
 
 @dataclass(frozen=True)
@@ -29,22 +34,28 @@ class DetLayer:
     expand: int = 0
     in_ratio: float = 0.0
     out_ratio: float = 0.0
+    #: "fp32" for skip (an identity has nothing to quantize)
+    precision: str = "fp32"
 
     def __str__(self) -> str:
         if self.kind == "skip":
             return "skip"
         if self.kind == "tu":
-            return f"tu_k{self.kernel}_i{self.in_ratio:g}_o{self.out_ratio:g}"
-        return f"{self.kind}_k{self.kernel}_e{self.expand}"
+            core = f"tu_k{self.kernel}_i{self.in_ratio:g}_o{self.out_ratio:g}"
+        else:
+            core = f"{self.kind}_k{self.kernel}_e{self.expand}"
+        return core + precision_suffix(self.precision)
 
 
 @dataclass(frozen=True)
 class MobileDetArch:
     resolution: int
     stages: tuple[tuple[DetLayer, ...], ...]
+    head_precision: str = "fp32"
 
     def __str__(self) -> str:
-        return ":".join([f"r{self.resolution}"] + ["-".join(map(str, s)) for s in self.stages])
+        header = f"r{self.resolution}{precision_suffix(self.head_precision)}"
+        return ":".join([header] + ["-".join(map(str, s)) for s in self.stages])
 
 
 # (channels, stride) of the searchable stages, MobileDet-CPU/DSP-like backbone
@@ -55,7 +66,8 @@ class MobileDetSpace(SearchSpace):
     name = "mobiledet"
 
     def __init__(self, resolutions=(224,), kernels=(3, 5), expansions=(4, 8),
-                 tucker_ratios=(0.25, 0.75), layers_per_stage: int = 4, num_classes: int = 1000):
+                 tucker_ratios=(0.25, 0.75), layers_per_stage: int = 4, num_classes: int = 1000,
+                 precisions=("fp32",), precision_granularity: str = "layer"):
         self.resolutions = tuple(int(r) for r in resolutions)
         self.kernels = tuple(int(k) for k in kernels)
         self.expansions = tuple(int(e) for e in expansions)
@@ -64,12 +76,14 @@ class MobileDetSpace(SearchSpace):
         self.num_classes = int(num_classes)
         if self.layers_per_stage < 1:
             raise ValueError("mobiledet option 'layers_per_stage' must be >= 1")
+        self._init_precision(precisions, precision_granularity)
         self.stages = MOBILEDET_STAGES
 
     def options(self) -> dict[str, Any]:
-        return {"resolutions": list(self.resolutions), "kernels": list(self.kernels),
-                "expansions": list(self.expansions), "tucker_ratios": list(self.tucker_ratios),
-                "layers_per_stage": self.layers_per_stage, "num_classes": self.num_classes}
+        options = {"resolutions": list(self.resolutions), "kernels": list(self.kernels),
+                   "expansions": list(self.expansions), "tucker_ratios": list(self.tucker_ratios),
+                   "layers_per_stage": self.layers_per_stage, "num_classes": self.num_classes}
+        return {**options, **self.precision_options()}
 
     def network_options(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes}
@@ -86,7 +100,7 @@ class MobileDetSpace(SearchSpace):
                 d[f"{p}_expand"] = self.expansions
                 d[f"{p}_in_ratio"] = self.tucker_ratios
                 d[f"{p}_out_ratio"] = self.tucker_ratios
-        return d
+        return {**d, **self.precision_decisions(len(self.stages), self.layers_per_stage)}
 
     def decode(self, decisions: Mapping[str, Any]) -> MobileDetArch:
         stages = []
@@ -98,18 +112,20 @@ class MobileDetSpace(SearchSpace):
                 if kind == "skip" and i == 0:
                     raise ValueError(f"stage {s}: the first layer cannot be 'skip'")
                 layers.append(self._layer(kind, decisions[f"{p}_kernel"], decisions[f"{p}_expand"],
-                                          decisions[f"{p}_in_ratio"], decisions[f"{p}_out_ratio"]))
+                                          decisions[f"{p}_in_ratio"], decisions[f"{p}_out_ratio"],
+                                          self.decoded_precision(decisions, s, i)))
             stages.append(tuple(layers))
-        return MobileDetArch(decisions["resolution"], tuple(stages))
+        return MobileDetArch(decisions["resolution"], tuple(stages), self.decoded_head_precision(decisions))
 
     @staticmethod
-    def _layer(kind, kernel, expand, in_ratio, out_ratio) -> DetLayer:
+    def _layer(kind, kernel, expand, in_ratio, out_ratio, precision: str = "fp32") -> DetLayer:
         # canonical form: fields a layer type does not use are zero
         if kind == "skip":
             return DetLayer("skip")
         if kind == "tu":
-            return DetLayer("tu", kernel=kernel, in_ratio=float(in_ratio), out_ratio=float(out_ratio))
-        return DetLayer(kind, kernel=kernel, expand=expand)
+            return DetLayer("tu", kernel=kernel, in_ratio=float(in_ratio), out_ratio=float(out_ratio),
+                            precision=precision)
+        return DetLayer(kind, kernel=kernel, expand=expand, precision=precision)
 
     def encode(self, arch: MobileDetArch) -> dict[str, Any]:
         if len(arch.stages) != len(self.stages):
@@ -125,7 +141,10 @@ class MobileDetSpace(SearchSpace):
                 d[f"{p}_expand"] = layer.expand or self.expansions[0]
                 d[f"{p}_in_ratio"] = layer.in_ratio or self.tucker_ratios[0]
                 d[f"{p}_out_ratio"] = layer.out_ratio or self.tucker_ratios[0]
-        return d
+        # a skip has no precision of its own: its slot takes its stage's first layer's
+        slots = [[(stage[0] if layer.kind == "skip" else layer).precision for layer in stage]
+                 for stage in arch.stages]
+        return {**d, **self.encoded_precisions(slots, arch.head_precision)}
 
     # strings -------------------------------------------------------------------------
     def parse(self, text: str) -> MobileDetArch:
@@ -135,7 +154,8 @@ class MobileDetSpace(SearchSpace):
         if len(groups) != len(self.stages) + 1:
             raise ValueError(f"mobiledet arch {text!r}: expected r<resolution> and "
                              f"{len(self.stages)} stages separated by ':', got {len(groups)} groups")
-        resolution = parse_choice(groups[0], "r", self.resolutions, int, " in header")
+        header, head_precision = split_precision(groups[0], self.precisions, " in header")
+        resolution = parse_choice(header, "r", self.resolutions, int, " in header")
         stages = []
         for s, group in enumerate(groups[1:]):
             tokens = split_tokens(group, "-", f"layer in stage {s}")
@@ -146,22 +166,61 @@ class MobileDetSpace(SearchSpace):
             if layers[0].kind == "skip":
                 raise ValueError(f"bad token 'skip' in stage {s}: the first layer changes shape")
             stages.append(layers)
-        return MobileDetArch(resolution, tuple(stages))
+        self.check_precision_pattern([{layer.precision for layer in stage if layer.kind != "skip"}
+                                      for stage in stages], head_precision, text)
+        return MobileDetArch(resolution, tuple(stages), head_precision)
 
     def _parse_layer(self, token: str, where: str) -> DetLayer:
         if token == "skip":
             return DetLayer("skip")
-        parts = token.split("_")
+        core, precision = split_precision(token, self.precisions, where)
+        parts = core.split("_")
         kind = parts[0]
         if kind in ("ir", "fu") and len(parts) == 3:
             return DetLayer(kind, kernel=parse_choice(parts[1], "k", self.kernels, int, where),
-                            expand=parse_choice(parts[2], "e", self.expansions, int, where))
+                            expand=parse_choice(parts[2], "e", self.expansions, int, where), precision=precision)
         if kind == "tu" and len(parts) == 4:
             return DetLayer("tu", kernel=parse_choice(parts[1], "k", self.kernels, int, where),
                             in_ratio=parse_choice(parts[2], "i", self.tucker_ratios, float, where),
-                            out_ratio=parse_choice(parts[3], "o", self.tucker_ratios, float, where))
+                            out_ratio=parse_choice(parts[3], "o", self.tucker_ratios, float, where),
+                            precision=precision)
         raise ValueError(f"bad layer token {token!r}{where}: expected ir_k<k>_e<e>, fu_k<k>_e<e>, "
-                         f"tu_k<k>_i<ratio>_o<ratio> or skip")
+                         f"tu_k<k>_i<ratio>_o<ratio> (each optionally _<precision>) or skip")
+
+    # precision -----------------------------------------------------------------------
+    def precision_units(self, arch: MobileDetArch) -> dict[str, PrecisionUnit]:
+        """Per non-skip layer ``s<stage>.l<layer>`` (per stage ``s<stage>`` unless the
+        granularity is ``layer``) and ``head``.
+        ``ChainNet`` numbers its blocks over the layers that exist (``blocks.0`` is the
+        stem's depthwise block), so a layer's module follows the skips before it."""
+        if not self.searches_precision:
+            return {}
+        units: dict[str, PrecisionUnit] = {}
+        index = 1
+        for s, stage in enumerate(arch.stages):
+            stage_modules = []
+            for i, layer in enumerate(stage):
+                if layer.kind == "skip":
+                    continue
+                stage_modules.append(f"blocks.{index}")
+                if self.precision_granularity == "layer":
+                    units[self.unit_name(s, i)] = PrecisionUnit((f"blocks.{index}",), layer.precision)
+                index += 1
+            if self.precision_granularity != "layer":
+                units[f"s{s}"] = PrecisionUnit(tuple(stage_modules), stage[0].precision)
+        units["head"] = PrecisionUnit(HEAD_MODULES, arch.head_precision)
+        return units
+
+    def with_precisions(self, arch: MobileDetArch, precisions: Mapping[str, str]) -> MobileDetArch:
+        self.check_assignment(arch, precisions)
+        stages = []
+        for s, stage in enumerate(arch.stages):
+            stages.append(tuple(
+                layer if layer.kind == "skip" else replace(layer, precision=precisions.get(
+                    self.unit_name(s, i), layer.precision))
+                for i, layer in enumerate(stage)))
+        return self.checked_variant(replace(arch, stages=tuple(stages),
+                                            head_precision=precisions.get("head", arch.head_precision)))
 
     # building ------------------------------------------------------------------------
     def build(self, arch: MobileDetArch):

@@ -39,6 +39,7 @@ import numpy as np
 
 from hardware.base import PATH, SECRET, Fingerprint, Runner
 from hardware.protocol import Candidate, Measurement, Protocol
+from hardware.quantize import quantize_int8, synthetic_calibration
 from hardware.remote.wire import TOKEN_ENV, RemoteError, encode_measure, fingerprint_from_dict
 
 logger = logging.getLogger("hardware.remote")
@@ -210,12 +211,21 @@ class RemoteRunner(Runner):
     def _export(self, candidate: Candidate) -> tuple[str, bytes, tuple[int, ...]]:
         from hardware.onnx_io import export_onnx
 
+        device = self._server_info()["fingerprint"]
+        if candidate.int8_modules and (device["runner"], device["dtype"]) != ("onnxruntime", "float32"):
+            # the int8 layers are quantized here, into a QDQ graph only ONNX Runtime's CPU
+            # kernels run as int8; anything else would time another network
+            raise ValueError(f"{candidate.key} asks for int8 layers, but the device runs "
+                             f"{device['runner']} ({device['dtype']}); int8 layers need a device "
+                             f"serving runner 'onnxruntime' with dtype float32")
         model, example = candidate.build()
-        if self._server_info()["fingerprint"]["dtype"] == "float16":
+        if device["dtype"] == "float16":
             model, example = model.half(), example.half()
         # torch.onnx.export keeps process-global state: one export at a time, in any thread
         with _EXPORT_LOCK:
             data = export_onnx(model, example, opset=self.opset)
+        if candidate.int8_modules:
+            data = quantize_int8(data, synthetic_calibration(example.numpy()), candidate.int8_modules)
         return candidate.key, data, tuple(example.shape)
 
     def measure_batch(self, candidates: Sequence[Candidate], protocol: Protocol,

@@ -28,7 +28,8 @@ key-naming line before anything is written.  The spec is the field named
 Optional capabilities have do-nothing defaults here (as Optuna's
 ``BaseSampler`` hooks do), so callers never probe with ``getattr``:
 ``measured`` (archs this process measured), ``remeasure`` (measure
-archs again on the device, in one batch) and ``trained_model`` (weights for export).
+archs again on the device, in one batch), ``trained_model`` (weights for export)
+and ``calibration_inputs`` (data for int8 quantization at export).
 
 :class:`CachedSource` owns "look up the store, compute what is missing, store
 it" for every source whose results are worth keeping.  Sources evaluate
@@ -151,6 +152,12 @@ class ObjectiveSource(abc.ABC):
     def trained_model(self, arch: Any):
         """The candidate with the weights whose accuracy was estimated, or ``None``
         when this source has no weights (export then writes the initialisation)."""
+        return None
+
+    def calibration_inputs(self, arch: Any) -> list | None:
+        """Input batches (numpy) that int8 quantization of ``arch`` calibrates on: the seeded
+        training slice this source's own int8 estimates used, or ``None`` when it has no
+        data (export then calibrates on synthetic inputs and says so)."""
         return None
 
     def close(self) -> None:

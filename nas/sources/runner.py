@@ -139,8 +139,8 @@ class RunnerLatency(CachedSource, LatencySource):
 
     def _measure(self, archs: Mapping[str, Any]) -> dict[str, Measurement]:
         space, batch = self.ctx.space, self.runner.batch_size
-        candidates = [Candidate(t, lambda a=a: (space.build(a), space.example_input(a, batch)))
-                      for t, a in archs.items()]
+        candidates = [Candidate(t, lambda a=a: (space.build(a), space.example_input(a, batch)),
+                                space.int8_modules(a)) for t, a in archs.items()]
         rng = np.random.default_rng(batch_seed(archs))
         with make_progress(len(candidates), "measuring", self.ctx.progress) as bar:
             return self.runner.measure_batch(candidates, self.protocol, rng, progress=bar.update)

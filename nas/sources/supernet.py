@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from nas.accuracy import calibration_inputs, candidate_accuracy
 from nas.options import PATH, path_except
 from nas.sources.base import (ACCURACY_SOURCES, MAXIMIZE, AccuracySource, CachedSource, Chunk, RunContext,
                               make_progress)
@@ -105,21 +106,36 @@ class SupernetAccuracy(CachedSource, AccuracySource):
                 "seed": self.ctx.seed}
 
     def trained_model(self, arch):
-        """The candidate's network with inherited, BN-recalibrated weights (on CPU, eval mode)."""
-        return self.evaluator.model(arch).cpu().eval()
+        """The candidate's float network with inherited, BN-recalibrated weights (on CPU, eval
+        mode); export quantizes its int8 layers as :meth:`compute` did."""
+        return self.evaluator.model(str(self.ctx.space.float_arch(arch))).cpu().eval()
+
+    def calibration_inputs(self, arch) -> list:
+        float_arch = self.supernet.parse(str(self.ctx.space.float_arch(arch)))
+        return calibration_inputs(self.evaluator.splits(self.evaluator.resolution(float_arch)).train,
+                                  seed=self.ctx.seed)
 
     def check(self, archs: Sequence[Any]) -> None:
         for arch in archs:
-            # the supernet's own space may be wider than the recipe's, never narrower
+            # the supernet's own space may be wider than the recipe's, never narrower; it
+            # trains float weights, which precision variants share
             try:
-                self.supernet.space.parse(str(arch))
+                self.supernet.space.parse(str(self.ctx.space.float_arch(arch)))
             except ValueError as exc:
                 raise ValueError(f"accuracy.supernet: {arch} is outside the supernet's space: {exc}") from None
 
     def compute(self, todo: Mapping[str, Any]) -> Iterator[Chunk]:
+        space = self.ctx.space
         with make_progress(len(todo), "supernet eval", self.ctx.progress) as bar:
-            for text in todo:
-                yield Chunk({text: {"accuracy": self.evaluator.accuracy(text)}})
+            for text, arch in todo.items():
+                if space.int8_modules(arch):
+                    float_text = str(space.float_arch(arch))
+                    splits = self.evaluator.splits(self.evaluator.resolution(self.supernet.parse(float_text)))
+                    accuracy = candidate_accuracy(space, arch, self.trained_model(arch), splits,
+                                                  self.batch_size * 4, self.calibration_inputs(arch))
+                else:
+                    accuracy = self.evaluator.accuracy(text)
+                yield Chunk({text: {"accuracy": accuracy}})
                 bar.update(1)
 
 

@@ -13,7 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from nas.accuracy import TrainSettings, arch_seed, seeded_build, train_candidate
+from nas.accuracy import (TrainSettings, arch_seed, calibration_inputs, candidate_accuracy, seeded_build,
+                          train_candidate)
 from nas.data import load_dataset
 from nas.sources.base import (ACCURACY_SOURCES, MAXIMIZE, AccuracySource, CachedSource, Chunk, RunContext,
                               make_progress)
@@ -42,21 +43,41 @@ class TrainAccuracy(CachedSource, AccuracySource):
         return load_dataset(self.settings.dataset, resolution, self.settings.root, self.settings.augment)
 
     def _train(self, arch):
-        """``(model, accuracy)``: the candidate trained from its own seed."""
+        """``(model, accuracy)``: the float network of ``arch`` trained from its own seed.
+        Precision variants of one network share it: they differ only after training."""
+        arch = self.ctx.space.float_arch(arch)
         seed = arch_seed(self.ctx.seed, str(arch))
         model = seeded_build(self.ctx.space, arch, seed)
         accuracy = train_candidate(model, self._splits(arch), self.settings, seed)
         return model.eval(), accuracy
 
     def trained_model(self, arch):
-        """The candidate trained exactly as during the search (used by export)."""
+        """The candidate's float network trained exactly as during the search (used by export,
+        which quantizes its int8 layers the way :meth:`compute` did)."""
         return self._train(arch)[0]
 
+    def calibration_inputs(self, arch) -> list:
+        return calibration_inputs(self._splits(arch).train, seed=self.ctx.seed)
+
     def compute(self, todo: Mapping[str, Any]) -> Iterator[Chunk]:
+        space = self.ctx.space
+        by_float: dict[str, dict[str, Any]] = {}
+        for text, arch in todo.items():
+            by_float.setdefault(str(space.float_arch(arch)), {})[text] = arch
         with make_progress(len(todo), "training", self.ctx.progress) as bar:
-            for text, arch in todo.items():
-                yield Chunk({text: {"accuracy": self._train(arch)[1]}})
-                bar.update(1)
+            for variants in by_float.values():
+                first = next(iter(variants.values()))
+                model, float_accuracy = self._train(first)
+                results = {text: {"accuracy": float_accuracy} for text, arch in variants.items()
+                           if not space.int8_modules(arch)}
+                quantized = {text: arch for text, arch in variants.items() if text not in results}
+                if quantized:
+                    splits, calibration = self._splits(first), self.calibration_inputs(first)
+                    results.update({text: {"accuracy": candidate_accuracy(
+                        space, arch, model, splits, self.settings.batch_size * 4, calibration)}
+                        for text, arch in quantized.items()})
+                yield Chunk(results)
+                bar.update(len(variants))
 
 
 ACCURACY_SOURCES.register("train", TrainAccuracy)

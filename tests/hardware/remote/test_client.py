@@ -271,3 +271,25 @@ def test_link_by_anchor_merges_and_rescales():
     assert set(link_by_anchor([a, b], None)) == {"x", "y", "z"}
     with pytest.raises(RemoteError, match="anchor"):
         link_by_anchor([a, {"z": b["z"]}], "x")
+
+
+def test_int8_layers_are_quantized_before_they_travel():
+    import onnx
+
+    from search_spaces import make_space
+
+    space = make_space("mbv3", resolutions=[32], widths=[0.5], depths=[2], num_classes=10,
+                       precisions=["fp32", "int8"])
+    arch = space.float_arch(space.sample(np.random.default_rng(0)))
+    int8 = space.with_precisions(arch, {"head": "int8"})
+    cands = [client_module.Candidate(str(a), lambda a=a: (space.build(a), space.example_input(a)),
+                                     space.int8_modules(a)) for a in (arch, int8)]
+    # an mbv3 is ~4.5 MB as ONNX: a server that takes it
+    limits = Limits(max_request_bytes=32 << 20, max_models=4, max_measure_s=120, max_wait_s=30)
+    with DeviceServer(TOKEN, "onnxruntime", {"threads": 1}, host="127.0.0.1", port=0, limits=limits) as server:
+        remote = RemoteRunner(server.url, token=TOKEN)
+        sent = {key: onnx.load_from_string(data) for key, data, _ in (remote._export(c) for c in cands)}
+        ops = {key: {n.op_type for n in model.graph.node} for key, model in sent.items()}
+        assert "QuantizeLinear" in ops[str(int8)] and "QuantizeLinear" not in ops[str(arch)]
+        got = remote.measure_batch(cands, FAST, np.random.default_rng(0))
+    assert set(got) == {str(arch), str(int8)} and all(m.latency_ms > 0 for m in got.values())
