@@ -295,9 +295,10 @@ class SearchSpace(abc.ABC):
     def checked_variant(self, arch: Any) -> Any:
         """``arch`` (a precision variant :meth:`with_precisions` built), refused when the
         space cannot choose its precisions (a suffix space and an int8 unit before an fp32 one)."""
-        self.check_precision_pattern(
-            [{u.precision} for name, u in self.precision_units(arch).items() if name != "head"],
-            self.precision_units(arch)["head"].precision, str(arch))
+        units = self.precision_units(arch)
+        if units:
+            self.check_precision_pattern([{u.precision} for name, u in units.items() if name != "head"],
+                                         units["head"].precision, str(arch))
         return arch
 
     def precision_units(self, arch: Any) -> dict[str, PrecisionUnit]:

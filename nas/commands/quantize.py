@@ -21,7 +21,8 @@ def register(sub) -> None:
                    "(default 0.5)")
     p.add_argument("--batches", type=int, default=4, help="training batches of 32 for the Hessian traces")
     p.add_argument("--samples", type=int, default=8, help="Hutchinson vectors per batch")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the calibration slice, the Hessian batches and the Rademacher vectors")
     p.add_argument("--root", default=None, help="dataset folder, for datasets that are not embedded")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the latency check")
     p.add_argument("--rounds", type=int, default=10, help="timing rounds of the latency check")

@@ -105,36 +105,43 @@ class SupernetAccuracy(CachedSource, AccuracySource):
                 "batch_size": self.batch_size, "dataset": self.dataset, "root": self.root,
                 "seed": self.ctx.seed}
 
+    def _float_text(self, arch) -> str:
+        """The string of ``arch``'s float network (``arch`` an arch or its string): the
+        supernet trains float weights, which an arch's precision variants share."""
+        space = self.ctx.space
+        if not space.searches_precision:
+            return str(arch)
+        return str(space.float_arch(space.parse(arch) if isinstance(arch, str) else arch))
+
     def trained_model(self, arch):
         """The candidate's float network with inherited, BN-recalibrated weights (on CPU, eval
         mode); export quantizes its int8 layers as :meth:`compute` did."""
-        return self.evaluator.model(str(self.ctx.space.float_arch(arch))).cpu().eval()
+        return self.evaluator.model(self._float_text(arch)).cpu().eval()
 
     def calibration_inputs(self, arch) -> list:
-        float_arch = self.supernet.parse(str(self.ctx.space.float_arch(arch)))
+        float_arch = self.supernet.parse(self._float_text(arch))
         return calibration_inputs(self.evaluator.splits(self.evaluator.resolution(float_arch)).train,
                                   seed=self.ctx.seed)
 
     def check(self, archs: Sequence[Any]) -> None:
         for arch in archs:
-            # the supernet's own space may be wider than the recipe's, never narrower; it
-            # trains float weights, which precision variants share
+            # the supernet's own space may be wider than the recipe's, never narrower
             try:
-                self.supernet.space.parse(str(self.ctx.space.float_arch(arch)))
+                self.supernet.space.parse(self._float_text(arch))
             except ValueError as exc:
                 raise ValueError(f"accuracy.supernet: {arch} is outside the supernet's space: {exc}") from None
 
     def compute(self, todo: Mapping[str, Any]) -> Iterator[Chunk]:
         space = self.ctx.space
         with make_progress(len(todo), "supernet eval", self.ctx.progress) as bar:
-            for text, arch in todo.items():
-                if space.int8_modules(arch):
-                    float_text = str(space.float_arch(arch))
-                    splits = self.evaluator.splits(self.evaluator.resolution(self.supernet.parse(float_text)))
-                    accuracy = candidate_accuracy(space, arch, self.trained_model(arch), splits,
-                                                  self.batch_size * 4, self.calibration_inputs(arch))
-                else:
+            for text in todo:
+                float_text = self._float_text(text)
+                if float_text == text:
                     accuracy = self.evaluator.accuracy(text)
+                else:
+                    splits = self.evaluator.splits(self.evaluator.resolution(self.supernet.parse(float_text)))
+                    accuracy = candidate_accuracy(space, space.parse(text), self.trained_model(text), splits,
+                                                  self.batch_size * 4, self.calibration_inputs(text))
                 yield Chunk({text: {"accuracy": accuracy}})
                 bar.update(1)
 

@@ -171,6 +171,27 @@ def test_resume_after_sigkill_reproduces_the_loss_curve(tmp_path, reference):
     assert (tmp_path / "killed" / "recipe.yaml").is_file()
 
 
+def test_supernet_scores_precision_variants_as_quantized_subnetworks(tmp_path, reference):
+    from hardware.store import MeasurementStore
+    from nas.accuracy import candidate_accuracy
+    from nas.sources import ACCURACY_SOURCES, RunContext, make_source
+
+    options = dict(TINY_SPACE)
+    space = make_space(options.pop("name"), **options, precisions=["fp32", "int8"], precision_granularity="suffix")
+    with MeasurementStore(tmp_path / "store.db") as store:
+        ctx = RunContext(space, store, reference.output.parent, seed=0, base_dir=tmp_path, progress=False)
+        source = make_source({"supernet": "run", "calib_batches": 2}, ACCURACY_SOURCES, ctx, "accuracy")
+        arch = space.float_arch(space.sample(np.random.default_rng(0)))
+        int8 = space.with_precisions(arch, {"s3": "int8", "s4": "int8", "head": "int8"})
+        float_row, int8_row = source.evaluate([arch, int8])
+        # the float sub-network's weights, quantized: what export ships
+        model = source.trained_model(int8)
+        splits = source.evaluator.splits(space.input_shape(arch)[-1])
+        assert int8_row["accuracy"] == candidate_accuracy(space, int8, model, splits, source.batch_size * 4,
+                                                          source.calibration_inputs(int8))
+        assert float_row == source.evaluate([str(arch)])[0]
+
+
 def test_missing_dataset_path_is_named(tmp_path, capsys):
     from nas.cli import main
 
