@@ -145,6 +145,22 @@ def sample_devices(per_family: int, seed: int, families: Sequence[str] = tuple(F
     return devices
 
 
+#: the named analytic devices (``analytic_<family>_<NN>``) a recipe can price networks on
+#: (``search.roofline``): this many per family, drawn from this seed, which are the ones
+#: ``hwnas device add`` mixes into its source set by default
+CATALOGUE_PER_FAMILY, CATALOGUE_SEED = 8, 0
+
+
+def named_device(name: str) -> AnalyticDevice:
+    """The catalogue device called ``name``; the error lists the valid names' pattern."""
+    devices = {d.name: d for d in sample_devices(CATALOGUE_PER_FAMILY, CATALOGUE_SEED)}
+    if name not in devices:
+        raise ValueError(f"unknown analytic device {name!r}; valid: analytic_<family>_<NN> with family in "
+                         f"{sorted(FAMILIES)} and NN in 00..{CATALOGUE_PER_FAMILY - 1:02d}, e.g. "
+                         f"{next(iter(devices))}")
+    return devices[name]
+
+
 def latency_matrix(table: LayerTable, devices: Sequence[AnalyticDevice], batch_size: int = 1
                    ) -> np.ndarray:
     """Latencies (ms), archs x devices."""

@@ -28,7 +28,8 @@ from search_spaces import make_space
 
 #: recipe keys whose change changes results: a run refuses to resume across them
 RESULT_KEYS = ("space", "seed", "latency", "accuracy", "search.controller", "search.options",
-               "search.objectives", "search.constraints", "search.screen", "search.warm_start")
+               "search.objectives", "search.constraints", "search.screen", "search.warm_start",
+               "search.roofline")
 
 
 @dataclass
@@ -85,6 +86,10 @@ class SearchSection:
     #: cheap-objective screening, e.g. ``{factor: 4}``; needs a cheap latency source
     #: (predictor, device, table); only candidates sent to the accuracy source count as trials
     screen: ScreenSection = field(default_factory=ScreenSection)
+    #: a named analytic device (``analytic_<family>_<NN>``, :mod:`hardware.analytic`): its
+    #: roofline latency of each candidate is the metric ``roofline_ms``, an objective or a
+    #: constraint like ``macs`` (computed before training, never measured)
+    roofline: str | None = None
     #: seed the search with another run's front: a run folder (its ``front.json``), a
     #: ``front.json`` or a CSV with an ``arch`` column; relative to the current directory
     warm_start: str | None = None

@@ -59,6 +59,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from hardware.analytic import layer_table, named_device
 from hardware.store import MeasurementStore, default_store_path
 from nas.controllers import (ARCH_ATTR, CONSTRAINTS_ATTR, AgingEvolutionSampler, is_feasible, make_controller,
                              record_constraints, screen, suggest_arch)
@@ -78,6 +79,8 @@ log = logging.getLogger("hwnas.search")
 #: analytic metrics of every space (``SearchSpace.features``): stored on every trial and
 #: usable as objectives and constraints, e.g. ``objectives: [accuracy, macs]``
 FEATURES = {"macs": MINIMIZE, "params": MINIMIZE}
+#: the metric of ``search.roofline``: a named analytic device's latency (ms)
+ROOFLINE = "roofline_ms"
 #: user attribute of trials screened out on their cheap objectives (told PRUNED)
 SCREENED_ATTR = "screened"
 WARM_START_ATTR = "warm_start"
@@ -185,7 +188,14 @@ class Search:
                                                     recipe.base_dir())
         accuracy_cls, accuracy_options = parse_source(recipe.accuracy, ACCURACY_SOURCES, where, "accuracy",
                                                       recipe.base_dir())
-        self.metric_directions = {**FEATURES, **accuracy_cls.metrics, **latency_cls.metrics}
+        self.roofline = None
+        if recipe.search.roofline is not None:
+            try:
+                self.roofline = named_device(recipe.search.roofline)
+            except ValueError as exc:
+                raise RecipeError(f"{where}: search.roofline: {exc}") from None
+        analytic = {**FEATURES, **({ROOFLINE: MINIMIZE} if self.roofline else {})}
+        self.metric_directions = {**analytic, **accuracy_cls.metrics, **latency_cls.metrics}
         self.objectives = list(recipe.search.objectives or
                                [next(iter(accuracy_cls.metrics)), next(iter(latency_cls.metrics))])
         for metric in [*self.objectives, *recipe.search.constraints]:
@@ -485,11 +495,19 @@ class Search:
             batch.append((trial, arch))
         return batch
 
+    def _analytic(self, arch: Any) -> dict[str, float]:
+        """The analytic metrics of ``arch``: MACs, parameters and, with ``search.roofline``,
+        the named analytic device's roofline latency at batch 1."""
+        metrics = {k: v for k, v in self.space.features(arch).items() if k in FEATURES}
+        if self.roofline is not None:
+            metrics[ROOFLINE] = float(self.roofline.latency_ms(layer_table(self.space, [arch]))[0])
+        return metrics
+
     def _evaluate_and_tell(self, batch: list[tuple[optuna.Trial, Any]]) -> None:
         archs = [arch for _, arch in batch]
         # the cheap metrics first, analytic ones included: a candidate that breaks a bound on
         # any of them is never trained
-        latencies = [{**{k: v for k, v in self.space.features(arch).items() if k in FEATURES}, **measured}
+        latencies = [{**self._analytic(arch), **measured}
                      for arch, measured in zip(archs, self.latency.evaluate(archs))]
         constraints = self.recipe.search.constraints
         violations = [{m: metrics[m] - bound for m, bound in constraints.items() if m in metrics}

@@ -173,3 +173,27 @@ def test_macs_and_params_are_objectives_and_constraints(tmp_path, tables, monkey
     assert result.front and all(r["params"] <= bound for r in result.front)
     with pytest.raises(RecipeError, match=r"unknown metric 'flops'.*'macs'"):
         run_search(recipe(tmp_path, tables, "bad", objectives=["accuracy", "flops"]), progress=False)
+
+
+def test_roofline_latency_of_a_named_analytic_device_is_an_objective_and_a_constraint(tmp_path, tables):
+    from hardware.analytic import layer_table, named_device
+
+    space = make_space("nb201")
+    device = named_device("analytic_phone_cpu_03")
+    rng = np.random.default_rng(1)
+    samples = [space.sample(rng) for _ in range(21)]
+    bound = float(np.median(device.latency_ms(layer_table(space, samples))))
+    result = run_search(recipe(tmp_path, tables, storage=":memory:", roofline="analytic_phone_cpu_03",
+                               objectives=["accuracy", "roofline_ms"], constraints={"roofline_ms": bound}),
+                        progress=False)
+    assert result.objectives == ["accuracy", "roofline_ms"] and result.directions == ["maximize", "minimize"]
+    for row in result.trials:
+        expected = device.latency_ms(layer_table(space, [space.parse(row["arch"])]))[0]
+        assert row["roofline_ms"] == pytest.approx(expected)
+        assert row["feasible"] == (row["roofline_ms"] <= bound)
+    assert result.front and all(r["roofline_ms"] <= bound for r in result.front)
+    with pytest.raises(RecipeError, match=r"search.roofline: unknown analytic device 'phone'.*edge_gpu"):
+        run_search(recipe(tmp_path, tables, "bad", roofline="phone", objectives=["accuracy", "roofline_ms"]),
+                   progress=False)
+    with pytest.raises(RecipeError, match="unknown metric 'roofline_ms'"):
+        run_search(recipe(tmp_path, tables, "none", objectives=["accuracy", "roofline_ms"]), progress=False)
