@@ -96,3 +96,32 @@ def test_eval_refuses_a_checkpoint_trained_on_test_devices(tmp_path, fbnet_table
                  "--out", str(ckpt)]) == 0
     assert main(["predictor", "eval", "--space", "fbnet", "--checkpoint", str(ckpt), "--seeds", "1"]) == 2
     assert "meta-trained on test device(s) ['fpga', 'raspi4']" in capsys.readouterr().err
+
+
+def test_lut_is_built_from_measurements_with_one_command(tmp_path, capsys):
+    options = ["--space-option", "resolutions=[32]", "--space-option", "widths=[0.5]", "--space-option",
+               "depths=[2]", "--space-option", "kernels=[3,5]", "--space-option", "expansions=[3]",
+               "--space-option", "num_classes=10"]
+    measured = tmp_path / "m.csv"
+    assert main(["measure", "--space", "mbv3", *options, "--runner", "onnxruntime", "--rounds", "2",
+                 "--runner-option", "target_ms=2", "--runner-option", "repeats=1", "--runner-option", "anchors=0",
+                 "--count", "12", "--out", str(measured), "--store", str(tmp_path / "s.db"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["predictor", "lut", "--space", "mbv3", *options, "--measurements", str(measured),
+                 "--out", str(tmp_path / "lut.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "lookup table of" in out and "in-sample Spearman" in out
+    lut = load_predictor(tmp_path / "lut.npz")
+    space = lut.space
+    with open(measured) as f:
+        rows = list(csv.DictReader(f))
+    archs = [space.parse(r["arch"]) for r in rows]
+    predicted = lut.predict(archs)
+    # the table's own arithmetic: intercept plus the cost of each of the arch's layer keys
+    expected = [lut.intercept + sum(lut.costs[k] for k in space.layer_keys(a)) for a in archs]
+    assert np.allclose(predicted, expected)
+    measured_ms = np.array([float(r["latency_ms"]) for r in rows])
+    assert np.corrcoef(predicted, measured_ms)[0, 1] > 0.5
+    assert main(["predictor", "lut", "--space", "mbv3", *options, "--measurements", str(measured),
+                 "--out", str(tmp_path / "bad.npz"), "--ridge", "-1"]) == 2
+    assert "--ridge" in capsys.readouterr().err
