@@ -50,6 +50,7 @@ from typing import Any, ClassVar, Iterator, Mapping, Sequence
 from tqdm.auto import tqdm
 
 from hardware.protocol import Protocol
+from hardware.quantize import INT8_SCHEME
 from hardware.store import MeasurementStore, source_key, space_key
 from nas.options import RecipeError, option_fields, parse_section, resolve_paths
 from nas.registry import Registry
@@ -58,6 +59,13 @@ from search_spaces import SearchSpace
 _log = logging.getLogger(__name__)
 
 MINIMIZE, MAXIMIZE = "minimize", "maximize"
+
+
+def int8_identity(space: SearchSpace) -> dict[str, str]:
+    """What a source's fingerprint adds when ``space`` runs layers in int8: the quantization
+    scheme, so results of int8 networks never outlive the scheme that made them (float-only
+    spaces add nothing and keep the keys their stored results have)."""
+    return {"int8_scheme": INT8_SCHEME} if space.searches_precision else {}
 
 
 @dataclass

@@ -39,7 +39,7 @@ from hardware.store import space_key
 from hardware.timing import machine_conditions
 from nas.options import RecipeError, option_fields, parse_section, resolve_paths
 from nas.sources.base import (LATENCY_SOURCES, MINIMIZE, CachedSource, Chunk, LatencySource, RunContext,
-                              batch_seed, make_progress, pop_protocol)
+                              batch_seed, int8_identity, make_progress, pop_protocol)
 
 log = logging.getLogger("hwnas.measure")
 #: options of the anchor check (not part of the fingerprint: they change which
@@ -125,7 +125,8 @@ class RunnerLatency(CachedSource, LatencySource):
         return super().secret_keys(options.runner_options)
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.runner.fingerprint().to_dict(), "protocol": asdict(self.protocol)}
+        return {"kind": self.kind, **self.runner.fingerprint().to_dict(), "protocol": asdict(self.protocol),
+                **int8_identity(self.ctx.space)}
 
     def anchor_archs(self) -> dict[str, Any]:
         """The space's anchors: smallest, median, largest (by MACs) of a seeded pool."""

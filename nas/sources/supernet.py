@@ -25,7 +25,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from nas.accuracy import calibration_inputs, candidate_accuracy
 from nas.options import PATH, path_except
 from nas.sources.base import (ACCURACY_SOURCES, MAXIMIZE, AccuracySource, CachedSource, Chunk, RunContext,
-                              make_progress)
+                              int8_identity, make_progress)
 from nas.supernet.evaluate import SubnetEvaluator, select_device
 from nas.supernet.train import load_checkpoint, supernet_from_checkpoint
 
@@ -103,7 +103,7 @@ class SupernetAccuracy(CachedSource, AccuracySource):
     def fingerprint(self) -> dict[str, Any]:
         return {"kind": self.kind, "checkpoint_sha1": self._sha1, "calib_batches": self.calib_batches,
                 "batch_size": self.batch_size, "dataset": self.dataset, "root": self.root,
-                "seed": self.ctx.seed}
+                "seed": self.ctx.seed, **int8_identity(self.ctx.space)}
 
     def _float_text(self, arch) -> str:
         """The string of ``arch``'s float network (``arch`` an arch or its string): the

@@ -17,7 +17,7 @@ from nas.accuracy import (TrainSettings, arch_seed, calibration_inputs, candidat
                           train_candidate)
 from nas.data import load_dataset
 from nas.sources.base import (ACCURACY_SOURCES, MAXIMIZE, AccuracySource, CachedSource, Chunk, RunContext,
-                              make_progress)
+                              int8_identity, make_progress)
 
 
 class TrainAccuracy(CachedSource, AccuracySource):
@@ -36,7 +36,7 @@ class TrainAccuracy(CachedSource, AccuracySource):
         settings = asdict(self.settings)
         settings.pop("workers")  # loader workers do not change results
         settings.pop("threads")
-        return {"kind": self.kind, "seed": self.ctx.seed, **settings}
+        return {"kind": self.kind, "seed": self.ctx.seed, **settings, **int8_identity(self.ctx.space)}
 
     def _splits(self, arch):
         resolution = self.ctx.space.input_shape(arch)[-1]

@@ -34,6 +34,11 @@ def test_the_store_keeps_int8_and_fp32_latencies_apart(ctx):
     stored = ctx.store.get_many(source.key, space_key(space), [str(arch), str(int8)])
     assert set(stored) == {str(arch), str(int8)}
     assert stored[str(int8)]["latency_ms"] == int8_row["latency_ms"]
+    # the scheme that made the int8 rows is part of their key; float-only spaces keep theirs
+    assert source.fingerprint()["int8_scheme"] == INT8_SCHEME
+    float_space = make_space("mbv3", **{k: v for k, v in SPACE.items() if k != "precisions"})
+    float_ctx = RunContext(float_space, ctx.store, ctx.run_dir, progress=False)
+    assert "int8_scheme" not in make_source(FAST, LATENCY_SOURCES, float_ctx, "latency").fingerprint()
     # a whole-network int8 runner is other measurement conditions: another key
     int8_runner = make_source({**FAST, "dtype": "int8"}, LATENCY_SOURCES, ctx, "latency")
     assert int8_runner.key != source.key
