@@ -85,10 +85,10 @@ def quantize_int8(onnx_bytes: bytes, calibration: Sequence[np.ndarray],
     with tempfile.TemporaryDirectory(prefix="hwnas-quant-") as tmp:
         source, target = Path(tmp, "fp32.onnx"), Path(tmp, "int8.onnx")
         source.write_bytes(onnx_bytes)
-        # shape inference, and constant biases turned into initializers (a bias the tool
-        # cannot quantize keeps its Conv in float); graph optimisation is skipped so node
-        # names, which carry the module scopes, stay as exported
-        quant_pre_process(str(source), str(source), skip_optimization=True)
+        # ONNX shape inference (the quantizer needs tensor shapes); graph optimisation is
+        # skipped so node names, which carry the module scopes, stay as exported, and the
+        # symbolic pass (for dynamic shapes inside transformers) is not needed by these nets
+        quant_pre_process(str(source), str(source), skip_optimization=True, skip_symbolic_shape=True)
         quantize_static(str(source), str(target), _ArrayReader(input_name, calibration),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, per_channel=True,
