@@ -34,9 +34,11 @@ import numpy as np
 
 Decisions = dict[str, Any]
 
-#: numeric precisions a space may assign; fp32 is the default and never written in strings.
-#: fp16 would need the GPU runners' engines and is not offered yet
+#: numeric precisions a space may assign; fp32 is the default and never written in strings
 PRECISIONS = ("fp32", "int8")
+#: precisions users may ask for that are not offered, and why
+NOT_OFFERED = {"fp16": "fp16 layers would need the GPU runners (CUDA, TensorRT) to build fp16 engines, "
+                       "which this version does not do; the CPU runners have no fast fp16 kernels"}
 #: what precision decisions cover: each layer, each stage, or one boundary ("suffix": int8
 #: from a chosen stage on, fp32 before it: one fp32->int8 transition, where every other
 #: pattern pays a quantize/dequantize pair and a layout change at each boundary)
@@ -194,7 +196,7 @@ class SearchSpace(abc.ABC):
         return torch.randn(self.input_shape(arch, batch_size), generator=generator)
 
     # --- numeric precision (optional: spaces without a precision axis keep these) ----
-    #: per ``layer`` or per ``stage``: what one precision decision covers
+    #: what precision decisions cover: ``layer``, ``stage`` or ``suffix`` (:data:`GRANULARITIES`)
     precision_granularity: str = "layer"
 
     def _init_precision(self, precisions: Sequence[str], granularity: str) -> None:
@@ -372,6 +374,9 @@ def split_tokens(text: str, sep: str, what: str) -> list[str]:
 def check_precisions(values: Sequence[str], space: str) -> tuple[str, ...]:
     """A space's ``precisions`` option, validated: known names, fp32 among them."""
     values = tuple(str(v) for v in values)
+    for value in values:
+        if value in NOT_OFFERED:
+            raise ValueError(f"{space} option 'precisions': {NOT_OFFERED[value]}")
     unknown = [v for v in values if v not in PRECISIONS]
     if unknown or "fp32" not in values or len(set(values)) != len(values):
         raise ValueError(f"{space} option 'precisions' must list distinct values of {list(PRECISIONS)} "
@@ -383,6 +388,8 @@ def split_precision(token: str, allowed: Sequence[str], where: str = "") -> tupl
     """``("ir_k3_e4", "int8")`` for ``ir_k3_e4_int8``; a token without a precision suffix
     is fp32.  fp32 is never written (one canonical string per arch)."""
     head, sep, tail = token.rpartition("_")
+    if sep and tail in NOT_OFFERED:
+        raise ValueError(f"bad token {token!r}{where}: {NOT_OFFERED[tail]}")
     if not sep or tail not in PRECISIONS:
         return token, "fp32"
     if tail == "fp32":

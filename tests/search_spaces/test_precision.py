@@ -105,10 +105,12 @@ def test_bad_precision_tokens_are_named(name):
     if len(first_stage.split("-")) > 1 and first_stage.split("-")[1] != "skip":
         with pytest.raises(ValueError, match="mixes precisions"):
             space.parse(text.replace(layer, layer + "_int8", 1))
-    with pytest.raises(ValueError, match="fp16"):
+    with pytest.raises(ValueError, match="fp16 layers would need the GPU runners"):
         space.parse(text.replace(header, header + "_fp16", 1))
     with pytest.raises(ValueError, match="precisions"):
         make_space(name, **BASE[name], precisions=["int8"])
+    with pytest.raises(ValueError, match="fp16 layers would need the GPU runners"):
+        make_space(name, **BASE[name], precisions=["fp32", "fp16"])
 
 
 @pytest.mark.parametrize("name", [n for n in SPACES.names() if n not in PRECISION_SPACES])
