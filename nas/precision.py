@@ -22,6 +22,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from hardware.protocol import Candidate
+from nas.accuracy import calibration_inputs, candidate_accuracy, evaluate_accuracy
+from search_spaces import make_space
+
 #: int8 weights are symmetric in [-127, 127] per output channel
 INT8_LEVELS = 127
 
@@ -186,8 +190,6 @@ def random_order(units: Sequence[str], seed: int) -> list[str]:
 def with_precision_axis(space):
     """``space`` with fp32 or int8 chosen per layer (the same space when it already is):
     the bisection assigns units one by one, whatever granularity the search used."""
-    from search_spaces import make_space
-
     if space.searches_precision and space.precision_granularity == "layer":
         return space
     try:
@@ -213,8 +215,6 @@ class MixedPrecisionProblem:
 
     @classmethod
     def create(cls, space, arch, model, splits, seed: int = 0) -> "MixedPrecisionProblem":
-        from nas.accuracy import calibration_inputs, evaluate_accuracy
-
         space = with_precision_axis(space)
         arch = space.float_arch(space.parse(str(arch)))
         model = model.eval()
@@ -231,8 +231,6 @@ class MixedPrecisionProblem:
     def accuracy_of(self, assignment: dict[str, str]) -> float:
         """Accuracy of the network with ``assignment`` quantized (remembered per assignment:
         orders and budgets revisit the same ones)."""
-        from nas.accuracy import candidate_accuracy
-
         arch = self.arch_for(assignment)
         if str(arch) not in self._scores:
             self._scores[str(arch)] = candidate_accuracy(self.space, arch, self.model, self.splits,
@@ -242,8 +240,6 @@ class MixedPrecisionProblem:
     def latencies(self, archs: Iterable[Any], runner, protocol, seed: int = 0) -> dict[str, float]:
         """Milliseconds of each arch (by string), timed by ``runner`` in one interleaved batch
         with its int8 units quantized."""
-        from hardware.protocol import Candidate
-
         space = self.space
         unique = {str(a): a for a in archs}
         candidates = [Candidate(t, lambda a=a: (space.build(a), space.example_input(a)), space.int8_modules(a))

@@ -75,9 +75,14 @@ def run(args) -> int:
     accuracy = {"fp32": problem.float_accuracy, "int8": problem.accuracy_of(uniform),
                 "mixed": problem.accuracy_of(bisection.prefix(chosen))}
     ms = {key: latency[str(a)] for key, a in rows.items()}
-    info = export_int8(problem.space, model, rows["mixed"], folder / "model.mixed.onnx", problem.calibration,
-                       {"arch": str(rows["mixed"]), "space": problem.space.name, "producer": "hwnas quantize"}
-                       ) if chosen else None
+    mixed_onnx = folder / "model.mixed.onnx"
+    info = None
+    if chosen:
+        info = export_int8(problem.space, model, rows["mixed"], mixed_onnx, problem.calibration,
+                           {"arch": str(rows["mixed"]), "space": problem.space.name, "producer": "hwnas quantize"})
+    else:
+        # nothing runs in int8 within the budget: a mixed model of an earlier call would contradict quantize.json
+        mixed_onnx.unlink(missing_ok=True)
     report = {"arch": str(rows["mixed"]), "max_drop": args.max_drop, "dataset": dataset,
               "order": bisection.order, "int8_units": chosen, "longest_within_budget": bisection.int8_units,
               "bisection": {k: {"accuracy": v, "latency_ms": latency.get(str(problem.arch_for(bisection.prefix(k))))}
@@ -93,6 +98,6 @@ def run(args) -> int:
           f"{len(bisection.order)} units in Hessian order in int8 (at most {bisection.int8_units} fit), "
           f"drop {problem.float_accuracy - accuracy['mixed']:.2f} pt")
     print(f"arch: {rows['mixed']}")
-    written = [folder / "quantize.json"] + ([folder / "model.mixed.onnx"] if info else [])
+    written = [folder / "quantize.json"] + ([mixed_onnx] if info else [])
     print("wrote " + " and ".join(str(p) for p in written))
     return 0
