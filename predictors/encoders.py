@@ -138,7 +138,7 @@ class DecisionEncoder(Encoder):
             blocks.append(block)
         ones = np.ones((len(archs), 1))
         # a space with a precision axis adds its int8 MACs (int8 kernels cost less per MAC)
-        keys = ("macs", "params", "activations") + (("int8_macs",) if len(self.space.precisions) > 1 else ())
+        keys = ("macs", "params", "activations") + (("int8_macs",) if self.space.searches_precision else ())
         feats = np.array([[np.log1p(f[k]) for k in keys]
                           for f in (self.space.features(a) for a in archs)]).reshape(len(archs), len(keys))
         return {"decisions": np.hstack([ones] + blocks), "analytic": np.hstack([ones, feats / 20.0])}

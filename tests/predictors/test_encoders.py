@@ -44,3 +44,14 @@ def test_any_other_space_falls_back_to_decisions():
     views = enc.encode([arch])
     assert views["decisions"].sum() == 1 + len(space.decisions())
     assert views["analytic"].shape == (1, 4)
+
+
+def test_precision_variants_are_different_inputs_in_every_view():
+    space = make_space("mbv3", resolutions=[32], widths=[0.5], depths=[2], num_classes=10,
+                       precisions=["fp32", "int8"], precision_granularity="suffix")
+    arch = space.float_arch(space.sample(np.random.default_rng(0)))
+    int8 = space.with_precisions(arch, {"s4": "int8", "head": "int8"})
+    views = make_encoder(space).encode([arch, int8])
+    for name, matrix in views.items():
+        assert not np.array_equal(matrix[0], matrix[1]), name
+    assert space.features(int8)["int8_macs"] > 0 == space.features(arch)["int8_macs"]
