@@ -11,7 +11,8 @@ Per layer one of (Xiong et al., "MobileDets", CVPR 2021):
 Canonical string: ``r224:<stage>:<stage>...`` with layers ``-``-separated.
 With ``precisions: [fp32, int8]`` a layer token (and the header, for the 1x1
 head and classifier) may end in ``_int8``, as in :mod:`search_spaces.mbv3`;
-``precision_granularity: stage`` chooses one precision per stage.
+``precision_granularity: stage`` chooses one precision per stage, ``suffix``
+one stage from which on every layer and the head run in int8.
 Blocks are timm's ``InvertedResidual`` / ``EdgeResidual``; the Tucker block is
 composed from timm's ``ConvNormAct``.
 """
