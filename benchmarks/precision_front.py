@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.search_quality import hypervolume as staircase_hypervolume, staircase  # noqa: E402
 from hardware import make_runner  # noqa: E402
 from hardware.protocol import Candidate, Protocol  # noqa: E402
 from nas.recipe import load_recipe  # noqa: E402
@@ -51,14 +52,9 @@ def dominates(a: dict, b: dict) -> bool:
 
 def hypervolume(front: list[dict], budget_ms: float) -> float:
     """Area dominated by ``front`` above 0% accuracy and below the latency budget, as a
-    fraction of 100% x budget."""
-    points = sorted((r["latency_ms"], r["accuracy"]) for r in front if r["latency_ms"] <= budget_ms)
-    area, best = 0.0, 0.0
-    edges = [p[0] for p in points] + [budget_ms]
-    for (latency, accuracy), right in zip(points, edges[1:]):
-        best = max(best, accuracy)
-        area += (right - latency) * best
-    return area / (100.0 * budget_ms)
+    fraction of 100% x budget (the search-quality benchmark's staircase area)."""
+    return staircase_hypervolume(staircase((r["latency_ms"], r["accuracy"]) for r in front),
+                                 budget_ms, 0.0, budget_ms, 100.0)
 
 
 def is_mixed(arch: str) -> bool:

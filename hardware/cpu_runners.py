@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass
 
 from hardware.base import Fingerprint, RunnerOptions, TimedRunner, cpu_model
-from hardware.quantize import INT8_SCHEME, quantize_int8, synthetic_calibration
+from hardware.quantize import INT8_SCHEME, export_quantized, synthetic_calibration
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,11 @@ class OnnxRuntimeCPURunner(TimedRunner):
         """``int8_modules``: ``()`` float, ``None`` the whole network in int8."""
         from hardware.onnx_io import export_onnx, ort_session
 
-        data = export_onnx(model, example, opset=self.opset)
-        if int8_modules != ():
-            data = quantize_int8(data, synthetic_calibration(example.numpy()), int8_modules)
+        if int8_modules == ():
+            data = export_onnx(model, example, opset=self.opset)
+        else:
+            data = export_quantized(model, example, synthetic_calibration(example.numpy()), int8_modules,
+                                    opset=self.opset)
         session = ort_session(data, threads=self.threads)
         feed = {session.get_inputs()[0].name: example.numpy()}
         return session, feed

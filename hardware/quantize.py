@@ -26,6 +26,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from hardware.onnx_io import export_onnx
+
 #: what "int8" means for every model this module writes
 INT8_SCHEME = "onnxruntime-qdq-u8s8-per-channel-minmax-moving-average"
 #: calibration batches used when a caller has no data (latency only: kernel speed does
@@ -116,6 +118,13 @@ def _inline_initializer_aliases(model) -> None:
             keep.append(node)
     del model.graph.node[:]
     model.graph.node.extend(keep)
+
+
+def export_quantized(model, example, calibration: Sequence[np.ndarray], modules: Sequence[str] | None = None,
+                **export_options) -> bytes:
+    """``model`` exported to ONNX (:func:`hardware.onnx_io.export_onnx` with
+    ``export_options``) and quantized by :func:`quantize_int8`."""
+    return quantize_int8(export_onnx(model, example, **export_options), calibration, modules)
 
 
 def quantize_node_count(onnx_bytes: bytes) -> int:

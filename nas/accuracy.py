@@ -101,11 +101,10 @@ def calibration_inputs(dataset, count: int = 8, batch_size: int = 32, seed: int 
 def quantized_session(model, example, int8_modules, calibration):
     """An ONNX Runtime session of ``model`` with ``int8_modules`` quantized (dynamic batch);
     ``int8_modules=None`` quantizes the whole network."""
-    from hardware.onnx_io import export_onnx, ort_session
-    from hardware.quantize import quantize_int8
+    from hardware.onnx_io import ort_session
+    from hardware.quantize import export_quantized
 
-    data = export_onnx(model, example, dynamic_batch=True)
-    return ort_session(quantize_int8(data, calibration, int8_modules))
+    return ort_session(export_quantized(model, example, calibration, int8_modules, dynamic_batch=True))
 
 
 def evaluate_session(session, dataset, batch_size: int = 256) -> float:

@@ -235,7 +235,7 @@ def export_int8(space: SearchSpace, model, arch: Any, path: Path, calibration: l
     """Write the int8-quantized ONNX of ``arch`` to ``path``; return what ``arch.json`` says
     of it: the scheme, the quantized modules, the calibration, and its agreement with the
     float model on the calibration inputs (max abs logit difference, top-1 agreement)."""
-    from hardware.quantize import INT8_SCHEME, quantize_int8, synthetic_calibration
+    from hardware.quantize import INT8_SCHEME, export_quantized, synthetic_calibration
 
     float_arch = space.float_arch(arch)
     inputs, outputs = space.onnx_names
@@ -243,10 +243,9 @@ def export_int8(space: SearchSpace, model, arch: Any, path: Path, calibration: l
     if calibration is None:
         calibration = synthetic_calibration(space.example_input(float_arch, 8).numpy())
         source = "synthetic (the accuracy source has no data): scales may not suit real inputs"
-    data = export_onnx(model, space.example_input(float_arch), input_names=inputs, output_names=outputs,
-                       dynamic_batch=True)
-    data = _with_metadata(quantize_int8(data, calibration, space.int8_modules(arch)),
-                          {**metadata, "int8_scheme": INT8_SCHEME})
+    data = export_quantized(model, space.example_input(float_arch), calibration, space.int8_modules(arch),
+                            input_names=inputs, output_names=outputs, dynamic_batch=True)
+    data = _with_metadata(data, {**metadata, "int8_scheme": INT8_SCHEME})
     atomic_write_bytes(path, data)
     session = ort_session(data)
     name = session.get_inputs()[0].name

@@ -80,7 +80,7 @@ def twice_differentiable(model):
             return x * torch.nn.functional.relu6(x + 3.0) / 6.0
 
     model = copy.deepcopy(model)
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.Hardsigmoid):
                 setattr(module, child_name, HardSigmoid())
@@ -121,8 +121,8 @@ def hessian_sensitivities(model, units: dict[str, Sequence[str]], batches: Itera
             count += 1
     if count == 0:
         raise ValueError("no batches to estimate Hessian traces on")
-    return [Sensitivity(u, traces[u] / count / sum(p.numel() for p in weights[u]),
-                        sum(int8_perturbation(p) for p in weights[u]), sum(p.numel() for p in weights[u]))
+    sizes = {u: sum(p.numel() for p in ws) for u, ws in weights.items()}
+    return [Sensitivity(u, traces[u] / count / sizes[u], sum(int8_perturbation(p) for p in weights[u]), sizes[u])
             for u in units]
 
 
@@ -145,13 +145,17 @@ class Bisection:
         return self.prefix(self.int8_units)
 
     def prefix(self, k: int) -> dict[str, str]:
-        """The assignment with the first ``k`` units of the order in int8."""
-        return {u: ("int8" if i < k else "fp32") for i, u in enumerate(self.order)}
+        return prefix_assignment(self.order, k)
 
     def feasible(self, max_drop: float) -> list[int]:
         """Prefix lengths evaluated on the way whose drop from the float accuracy (length 0)
         is within ``max_drop``: the candidates the fastest assignment is chosen from."""
         return sorted(k for k, accuracy in self.evaluated.items() if self.evaluated[0] - accuracy <= max_drop)
+
+
+def prefix_assignment(order: Sequence[str], k: int) -> dict[str, str]:
+    """The assignment with the first ``k`` units of ``order`` in int8, the rest in fp32."""
+    return {u: ("int8" if i < k else "fp32") for i, u in enumerate(order)}
 
 
 def bisect_order(order: Sequence[str], accuracy_of: Callable[[dict[str, str]], float], float_accuracy: float,
@@ -167,7 +171,7 @@ def bisect_order(order: Sequence[str], accuracy_of: Callable[[dict[str, str]], f
 
     def score(k: int) -> float:
         if k not in evaluated:
-            evaluated[k] = float(accuracy_of({u: ("int8" if i < k else "fp32") for i, u in enumerate(order)}))
+            evaluated[k] = float(accuracy_of(prefix_assignment(order, k)))
         return evaluated[k]
 
     low, high = 0, len(order)
@@ -251,7 +255,8 @@ class MixedPrecisionProblem:
         """The feasible prefix length of ``bisection`` whose arch ran fastest in ``latency_ms``
         (more int8 units is not always faster: every fp32/int8 boundary adds a
         quantize/dequantize pair)."""
-        return min(bisection.feasible(max_drop), key=lambda k: (latency_ms[str(self.arch_for(bisection.prefix(k)))], -k))
+        return min(bisection.feasible(max_drop),
+                   key=lambda k: (latency_ms[str(self.arch_for(bisection.prefix(k)))], -k))
 
     def hessian_batches(self, count: int, batch_size: int = 32, seed: int = 0) -> list:
         import torch

@@ -495,20 +495,21 @@ class Search:
             batch.append((trial, arch))
         return batch
 
-    def _analytic(self, arch: Any) -> dict[str, float]:
-        """The analytic metrics of ``arch``: MACs, parameters and, with ``search.roofline``,
-        the named analytic device's roofline latency at batch 1."""
-        metrics = {k: v for k, v in self.space.features(arch).items() if k in FEATURES}
-        if self.roofline is not None:
-            metrics[ROOFLINE] = float(self.roofline.latency_ms(layer_table(self.space, [arch]))[0])
+    def _analytic(self, archs: Sequence[Any]) -> list[dict[str, float]]:
+        """The analytic metrics of each arch: MACs, parameters and, with ``search.roofline``,
+        the named analytic device's roofline latency at batch 1 (one layer table per batch)."""
+        metrics = [{k: v for k, v in self.space.features(arch).items() if k in FEATURES} for arch in archs]
+        if self.roofline is not None and archs:
+            for row, ms in zip(metrics, self.roofline.latency_ms(layer_table(self.space, archs))):
+                row[ROOFLINE] = float(ms)
         return metrics
 
     def _evaluate_and_tell(self, batch: list[tuple[optuna.Trial, Any]]) -> None:
         archs = [arch for _, arch in batch]
         # the cheap metrics first, analytic ones included: a candidate that breaks a bound on
         # any of them is never trained
-        latencies = [{**self._analytic(arch), **measured}
-                     for arch, measured in zip(archs, self.latency.evaluate(archs))]
+        latencies = [{**analytic, **measured}
+                     for analytic, measured in zip(self._analytic(archs), self.latency.evaluate(archs))]
         constraints = self.recipe.search.constraints
         violations = [{m: metrics[m] - bound for m, bound in constraints.items() if m in metrics}
                       for metrics in latencies]

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import abc
 import functools
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -285,7 +285,7 @@ class SearchSpace(abc.ABC):
 
     def check_assignment(self, arch: Any, precisions: Mapping[str, str]) -> None:
         """Refuse units ``arch`` does not have and precisions the space does not offer (a
-        suffix space also checks the result, :meth:`with_precisions`)."""
+        suffix space also checks the result, :meth:`staged_with_precisions`)."""
         units = self.precision_units(arch)
         unknown = sorted(set(precisions) - set(units))
         if unknown:
@@ -294,14 +294,22 @@ class SearchSpace(abc.ABC):
         if bad:
             raise ValueError(f"{self.name}: precisions {bad} not in this space's {list(self.precisions)}")
 
-    def checked_variant(self, arch: Any) -> Any:
-        """``arch`` (a precision variant :meth:`with_precisions` built), refused when the
-        space cannot choose its precisions (a suffix space and an int8 unit before an fp32 one)."""
-        units = self.precision_units(arch)
+    def staged_with_precisions(self, arch: Any, precisions: Mapping[str, str],
+                               takes_precision: Callable[[Any], bool] = lambda layer: True) -> Any:
+        """:meth:`with_precisions` for archs holding ``stages`` of layers with a ``precision``
+        field and a ``head_precision`` (mbv3, mobiledet); layers ``takes_precision`` rejects (a
+        skip) stay as they are.  The variant is refused when the space cannot choose its
+        precisions (a suffix space and an int8 unit before an fp32 one)."""
+        self.check_assignment(arch, precisions)
+        stages = tuple(tuple(replace(layer, precision=precisions.get(self.unit_name(s, i), layer.precision))
+                             if takes_precision(layer) else layer for i, layer in enumerate(stage))
+                       for s, stage in enumerate(arch.stages))
+        variant = replace(arch, stages=stages, head_precision=precisions.get("head", arch.head_precision))
+        units = self.precision_units(variant)
         if units:
             self.check_precision_pattern([{u.precision} for name, u in units.items() if name != "head"],
-                                         units["head"].precision, str(arch))
-        return arch
+                                         units["head"].precision, str(variant))
+        return variant
 
     def precision_units(self, arch: Any) -> dict[str, PrecisionUnit]:
         """The units whose precision ``arch`` chooses, in network order (default: none,
@@ -352,14 +360,14 @@ def _features_cached(space: SearchSpace, arch_text: str) -> dict[str, float]:
 
     arch = space.parse(arch_text)
     model, example = space.build(arch), space.example_input(arch)
-    features = count_features(model, example)
+    layers = layer_costs(model, example)
+    features = count_features(model, example, layers)
     if space.precision_units(arch):
         # how much of the work runs on int8 kernels: predictors must never see an int8 and
         # an fp32 variant of one network as the same input
         modules = space.int8_modules(arch)
         inside = tuple(m + "." for m in modules)
-        features["int8_macs"] = float(sum(c.macs for c in layer_costs(model, example)
-                                          if c.name in modules or c.name.startswith(inside)))
+        features["int8_macs"] = float(sum(c.macs for c in layers if c.name in modules or c.name.startswith(inside)))
     return features
 
 

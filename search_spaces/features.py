@@ -8,6 +8,7 @@ analytic device model (``hardware.analytic``) prices it layer by layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -112,10 +113,12 @@ def arch_layer_costs(space, arch, phase: str = "prefill") -> list[LayerCost]:
     return layer_costs(model, space.example_input(arch))
 
 
-def count_features(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
+def count_features(model: nn.Module, example: torch.Tensor,
+                   layers: Sequence[LayerCost] | None = None) -> dict[str, float]:
     """Return ``macs``, ``params`` and ``activations`` (output elements written by
-    every leaf module) for one forward pass of ``example``."""
-    layers = layer_costs(model, example)
+    every leaf module) for one forward pass of ``example``; ``layers``: its
+    :func:`layer_costs` when the caller has them already."""
+    layers = layer_costs(model, example) if layers is None else layers
     params = sum(p.numel() for p in model.parameters())
     return {"macs": float(sum(c.macs for c in layers)), "params": float(params),
             "activations": float(sum(c.out_elements for c in layers))}

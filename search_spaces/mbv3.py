@@ -23,7 +23,7 @@ it is an ordinary timm model.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Mapping
 
@@ -199,15 +199,7 @@ class MBV3Space(SearchSpace):
         return units
 
     def with_precisions(self, arch: MBV3Arch, precisions: Mapping[str, str]) -> MBV3Arch:
-        self.check_assignment(arch, precisions)
-        stages = []
-        for s, stage in enumerate(arch.stages):
-            stages.append(tuple(
-                replace(layer, precision=precisions.get(
-                    self.unit_name(s, i), layer.precision))
-                for i, layer in enumerate(stage)))
-        return self.checked_variant(replace(arch, stages=tuple(stages),
-                                            head_precision=precisions.get("head", arch.head_precision)))
+        return self.staged_with_precisions(arch, precisions)
 
     # building ----------------------------------------------------------------------
     def arch_def(self, arch: MBV3Arch) -> list[list[str]]:

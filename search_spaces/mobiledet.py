@@ -18,7 +18,7 @@ composed from timm's ``ConvNormAct``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from search_spaces.base import (PrecisionUnit, SearchSpace, parse_choice, precision_suffix,
@@ -213,15 +213,8 @@ class MobileDetSpace(SearchSpace):
         return units
 
     def with_precisions(self, arch: MobileDetArch, precisions: Mapping[str, str]) -> MobileDetArch:
-        self.check_assignment(arch, precisions)
-        stages = []
-        for s, stage in enumerate(arch.stages):
-            stages.append(tuple(
-                layer if layer.kind == "skip" else replace(layer, precision=precisions.get(
-                    self.unit_name(s, i), layer.precision))
-                for i, layer in enumerate(stage)))
-        return self.checked_variant(replace(arch, stages=tuple(stages),
-                                            head_precision=precisions.get("head", arch.head_precision)))
+        # a skip is an identity: nothing of it runs in any precision
+        return self.staged_with_precisions(arch, precisions, lambda layer: layer.kind != "skip")
 
     # building ------------------------------------------------------------------------
     def build(self, arch: MobileDetArch):

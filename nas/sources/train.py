@@ -43,13 +43,15 @@ class TrainAccuracy(CachedSource, AccuracySource):
         return load_dataset(self.settings.dataset, resolution, self.settings.root, self.settings.augment)
 
     def _train(self, arch):
-        """``(model, accuracy)``: the float network of ``arch`` trained from its own seed.
-        Precision variants of one network share it: they differ only after training."""
+        """``(model, accuracy, splits)``: the float network of ``arch`` trained from its own
+        seed on ``splits``.  Precision variants of one network share it: they differ only
+        after training."""
         arch = self.ctx.space.float_arch(arch)
         seed = arch_seed(self.ctx.seed, str(arch))
         model = seeded_build(self.ctx.space, arch, seed)
-        accuracy = train_candidate(model, self._splits(arch), self.settings, seed)
-        return model.eval(), accuracy
+        splits = self._splits(arch)
+        accuracy = train_candidate(model, splits, self.settings, seed)
+        return model.eval(), accuracy, splits
 
     def trained_model(self, arch):
         """The candidate's float network trained exactly as during the search (used by export,
@@ -66,13 +68,12 @@ class TrainAccuracy(CachedSource, AccuracySource):
             by_float.setdefault(str(space.float_arch(arch)), {})[text] = arch
         with make_progress(len(todo), "training", self.ctx.progress) as bar:
             for variants in by_float.values():
-                first = next(iter(variants.values()))
-                model, float_accuracy = self._train(first)
+                model, float_accuracy, splits = self._train(next(iter(variants.values())))
                 results = {text: {"accuracy": float_accuracy} for text, arch in variants.items()
                            if not space.int8_modules(arch)}
                 quantized = {text: arch for text, arch in variants.items() if text not in results}
                 if quantized:
-                    splits, calibration = self._splits(first), self.calibration_inputs(first)
+                    calibration = calibration_inputs(splits.train, seed=self.ctx.seed)
                     results.update({text: {"accuracy": candidate_accuracy(
                         space, arch, model, splits, self.settings.batch_size * 4, calibration)}
                         for text, arch in quantized.items()})
