@@ -37,6 +37,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 
 from hardware.protocol import Candidate, Measurement, Protocol, measure
+from hardware.quantize import int8_scheme
 from hardware.timing import timing_lock
 
 
@@ -104,6 +105,10 @@ class Runner(abc.ABC):
 
     name: str = ""
     Options: ClassVar[type] = RunnerOptions
+    #: the weight scales and activation type of the int8 layers it times
+    #: (:data:`hardware.quantize.WEIGHT_GRANULARITIES`, :data:`hardware.quantize.ACTIVATIONS`)
+    int8_weights: str = "per_channel"
+    int8_activations: str = "u8"
     #: wall-clock ``(start, end)`` of the last ``measure_batch``'s timing on this machine
     #: (inside the timing lock); ``None`` where the timing happens elsewhere
     timing_window: tuple[float, float] | None = None
@@ -111,6 +116,10 @@ class Runner(abc.ABC):
     def __init__(self, threads: int = 1, batch_size: int = 1, dtype: str = "float32"):
         checked = RunnerOptions(int(threads), int(batch_size), dtype)
         self.threads, self.batch_size, self.dtype = checked.threads, checked.batch_size, checked.dtype
+
+    def int8_scheme(self) -> str:
+        """The name of the int8 scheme its int8 layers are quantized with."""
+        return int8_scheme(self.int8_weights, self.int8_activations)
 
     @abc.abstractmethod
     def fingerprint(self) -> Fingerprint:

@@ -5,12 +5,15 @@ import time
 from dataclasses import dataclass
 
 from hardware.base import Fingerprint, RunnerOptions, TimedRunner, cpu_model
-from hardware.quantize import INT8_SCHEME, export_quantized, synthetic_calibration
+from hardware.quantize import check_weight_granularity, export_quantized, synthetic_calibration
 
 
 @dataclass(frozen=True)
 class OnnxRuntimeCPUOptions(RunnerOptions):
     opset: int = 17
+    #: int8 weight scales: ``per_channel`` or ``per_tensor`` (a target whose int8 kernels
+    #: take one scale per tensor)
+    int8_weights: str = "per_channel"
 
 
 class TorchCPURunner(TimedRunner):
@@ -54,8 +57,8 @@ class OnnxRuntimeCPURunner(TimedRunner):
 
     ``dtype: int8`` quantizes every network before timing; with ``float32``,
     a candidate whose arch runs some layers in int8 (a space's precision axis)
-    has exactly those quantized.  Both use :data:`hardware.quantize.INT8_SCHEME`
-    with seeded synthetic calibration: int8 kernel speed does not depend on the
+    has exactly those quantized.  Both use :func:`hardware.quantize.int8_scheme` of
+    ``int8_weights`` with seeded synthetic calibration: int8 kernel speed does not depend on the
     scales, so the accuracy source's real calibration is not needed here.
     """
 
@@ -67,18 +70,22 @@ class OnnxRuntimeCPURunner(TimedRunner):
     DTYPES = ("float32", "int8")
 
     def __init__(self, threads: int = 1, batch_size: int = 1, dtype: str = "float32",
-                 opset: int = 17):
+                 opset: int = 17, int8_weights: str = "per_channel"):
         if dtype not in self.DTYPES:
             raise ValueError(f"runner 'onnxruntime' (CPU) measures {' or '.join(self.DTYPES)}, not {dtype!r}")
         super().__init__(threads, batch_size, dtype)
         self.opset = int(opset)
+        self.int8_weights = check_weight_granularity(int8_weights, "runner 'onnxruntime' option 'int8_weights'")
 
     def fingerprint(self) -> Fingerprint:
         import onnxruntime
 
         extra: tuple = (("opset", self.opset),)
         if self.dtype == "int8":
-            extra += (("int8", INT8_SCHEME),)
+            extra += (("int8", self.int8_scheme()),)
+        elif self.int8_weights != "per_channel":
+            # int8 candidates of a float32 runner: the default keeps the identity rows were stored under
+            extra += (("int8_weights", self.int8_weights),)
         return Fingerprint(self.name, cpu_model(), f"onnxruntime {onnxruntime.__version__}",
                            self.threads, self.batch_size, self.dtype, extra)
 
@@ -96,7 +103,7 @@ class OnnxRuntimeCPURunner(TimedRunner):
             data = export_onnx(model, example, opset=self.opset)
         else:
             data = export_quantized(model, example, synthetic_calibration(example.numpy()), int8_modules,
-                                    opset=self.opset)
+                                    self.int8_weights, opset=self.opset)
         session = ort_session(data, threads=self.threads)
         feed = {session.get_inputs()[0].name: example.numpy()}
         return session, feed

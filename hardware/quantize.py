@@ -7,8 +7,9 @@ those modules are exactly the nodes under the matching scopes.  Only they are
 quantized; the rest of the graph stays float32, with QuantizeLinear /
 DequantizeLinear pairs where the precision changes.
 
-The scheme is fixed and named by :data:`INT8_SCHEME` (QDQ, uint8 activations,
-per-channel int8 weights, activation ranges by moving-average min-max over the
+The scheme is named by :func:`int8_scheme` (QDQ, uint8 activations, int8
+weights per output channel, or per tensor for targets whose int8 kernels take
+one weight scale per tensor, activation ranges by moving-average min-max over the
 calibration batches, constant 0.01, the rule of PyTorch's
 ``MovingAverageMinMaxObserver``): u8s8 is what ONNX Runtime's CPU kernels run fastest on
 x86 (VNNI/AMX GEMMs; ``s8s8`` activations measured 4x slower here).  Moving
@@ -17,6 +18,9 @@ stretches a range for every input: on the precision benchmark's mbv3 (89.39% fp3
 layers in int8 scored 88.80% with global min-max, 89.50% with the moving
 average (8 batches of 32; percentile 99.99: 89.03%, entropy: 88.80%).  The scheme is written into
 fingerprints and model metadata so an int8 number always says which int8 it is.
+Per-tensor weights cost accuracy wherever a folded batch norm gives one output
+channel a much larger range than the rest (the other channels' weights then
+round to a few levels), which is what makes them a per-layer question.
 """
 from __future__ import annotations
 
@@ -28,8 +32,34 @@ import numpy as np
 
 from hardware.onnx_io import export_onnx
 
-#: what "int8" means for every model this module writes
-INT8_SCHEME = "onnxruntime-qdq-u8s8-per-channel-minmax-moving-average"
+#: how int8 weights may be scaled: one scale per output channel (the default) or per tensor
+WEIGHT_GRANULARITIES = ("per_channel", "per_tensor")
+
+
+#: activation types: unsigned with a zero point (what ONNX Runtime's CPU kernels run fastest),
+#: or signed and symmetric (zero point 0: the only Q/DQ form TensorRT's explicit
+#: quantization accepts)
+ACTIVATIONS = ("u8", "s8_symmetric")
+
+
+def int8_scheme(weights: str = "per_channel", activations: str = "u8") -> str:
+    """The name of the int8 scheme with ``weights`` scales (:data:`WEIGHT_GRANULARITIES`)
+    and ``activations`` (:data:`ACTIVATIONS`)."""
+    check_weight_granularity(weights)
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"int8 activations must be one of {list(ACTIVATIONS)}, got {activations!r}")
+    kind = "u8s8" if activations == "u8" else "s8s8-symmetric"
+    return f"onnxruntime-qdq-{kind}-{weights.replace('_', '-')}-minmax-moving-average"
+
+
+def check_weight_granularity(weights: str, key: str = "int8 weights") -> str:
+    if weights not in WEIGHT_GRANULARITIES:
+        raise ValueError(f"{key} must be one of {list(WEIGHT_GRANULARITIES)}, got {weights!r}")
+    return weights
+
+
+#: what "int8" means for every model this module writes unless told per-tensor
+INT8_SCHEME = int8_scheme("per_channel")
 #: calibration batches used when a caller has no data (latency only: kernel speed does
 #: not depend on the scales, so seeded random inputs are as good as real ones)
 SYNTHETIC_CALIBRATION = 4
@@ -65,13 +95,16 @@ def synthetic_calibration(example: np.ndarray, count: int = SYNTHETIC_CALIBRATIO
 
 
 def quantize_int8(onnx_bytes: bytes, calibration: Sequence[np.ndarray],
-                  modules: Sequence[str] | None = None) -> bytes:
+                  modules: Sequence[str] | None = None, weights: str = "per_channel",
+                  activations: str = "u8") -> bytes:
     """``onnx_bytes`` with the nodes of ``modules`` (every node when ``None``) statically
-    quantized to int8 (:data:`INT8_SCHEME`), calibrated on ``calibration`` input batches."""
+    quantized to int8 (:func:`int8_scheme` of ``weights`` and ``activations``), calibrated
+    on ``calibration`` input batches."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    int8_scheme(weights, activations)  # validates both
     if not calibration:
         raise ValueError("int8 quantization needs at least one calibration batch")
     model = onnx.load_from_string(onnx_bytes)
@@ -92,10 +125,12 @@ def quantize_int8(onnx_bytes: bytes, calibration: Sequence[np.ndarray],
         # symbolic pass (for dynamic shapes inside transformers) is not needed by these nets
         quant_pre_process(str(source), str(source), skip_optimization=True, skip_symbolic_shape=True)
         quantize_static(str(source), str(target), _ArrayReader(input_name, calibration),
-                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=True,
+                        quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8 if activations == "u8" else QuantType.QInt8,
+                        weight_type=QuantType.QInt8, per_channel=weights == "per_channel",
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_quantize=nodes,
-                        extra_options={"CalibTensorRangeSymmetric": False, "CalibMovingAverage": True})
+                        extra_options={"CalibTensorRangeSymmetric": activations != "u8",
+                                       "ActivationSymmetric": activations != "u8", "CalibMovingAverage": True})
         return target.read_bytes()
 
 
@@ -121,10 +156,11 @@ def _inline_initializer_aliases(model) -> None:
 
 
 def export_quantized(model, example, calibration: Sequence[np.ndarray], modules: Sequence[str] | None = None,
-                **export_options) -> bytes:
+                     weights: str = "per_channel", activations: str = "u8", **export_options) -> bytes:
     """``model`` exported to ONNX (:func:`hardware.onnx_io.export_onnx` with
     ``export_options``) and quantized by :func:`quantize_int8`."""
-    return quantize_int8(export_onnx(model, example, **export_options), calibration, modules)
+    return quantize_int8(export_onnx(model, example, **export_options), calibration, modules, weights,
+                         activations)
 
 
 def quantize_node_count(onnx_bytes: bytes) -> int:

@@ -16,6 +16,11 @@ only strongly typed networks, so the graph itself must be fp16), and on
 TensorRT 10 the FP16 builder flag is set as well.  ``int8`` uses implicit
 quantization with a random-data calibrator (timing only: the engine's accuracy
 is meaningless), which exists only up to TensorRT 10; on 11+ the runner says so.
+A candidate whose arch runs some layers in int8 (a space's precision axis) is
+quantized explicitly instead: those layers' nodes get Q/DQ pairs
+(:func:`hardware.quantize.quantize_int8` with symmetric int8 activations, the
+form TensorRT accepts; seeded synthetic calibration, as kernel speed does not
+depend on the scales), and TensorRT builds int8 kernels exactly there.
 """
 from __future__ import annotations
 
@@ -105,6 +110,8 @@ class TensorRTRunner(TimedRunner):
 
     name = "tensorrt"
     Options = TensorRTOptions
+    supports_int8 = True
+    int8_activations = "s8_symmetric"
     # engines hold workspace and activations on the GPU; keep the interleaved set modest
     max_prepared = 8
 
@@ -147,7 +154,19 @@ class TensorRTRunner(TimedRunner):
         data, array = _export_for(self.dtype, model, example, self.opset)
         return self.prepare_onnx(data, array)
 
-    def _build_engine(self, data: bytes):
+    def prepare_int8(self, model, example, int8_modules):
+        """An engine of the float32 export with ``int8_modules`` under Q/DQ pairs (explicit
+        quantization; the rest runs in the runner's dtype)."""
+        from hardware.quantize import export_quantized, synthetic_calibration
+
+        if self.dtype == "int8":
+            return self.prepare(model, example)
+        array = example.numpy()
+        data = export_quantized(model, example, synthetic_calibration(array), tuple(int8_modules),
+                                activations="s8_symmetric", opset=self.opset)
+        return self.prepare_onnx(data, array, explicit_int8=True)
+
+    def _build_engine(self, data: bytes, explicit_int8: bool = False):
         trt, _ = self._setup()
         builder = trt.Builder(self._logger)
         flags = 0
@@ -168,6 +187,10 @@ class TensorRTRunner(TimedRunner):
             config.set_flag(trt.BuilderFlag.INT8)
             shape = tuple(network.get_input(0).shape)
             config.int8_calibrator = _random_calibrator(trt, self._cudart, network.get_input(0).name, shape)
+        elif explicit_int8 and hasattr(trt.BuilderFlag, "INT8"):
+            # Q/DQ scales are in the graph: no calibrator; TensorRT 11's strongly typed
+            # networks take the Q/DQ nodes as they are and have no flag to set
+            config.set_flag(trt.BuilderFlag.INT8)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise RuntimeError("TensorRT failed to build an engine (see the TensorRT log above)")
@@ -176,9 +199,9 @@ class TensorRTRunner(TimedRunner):
             raise RuntimeError("TensorRT could not deserialize the engine it just built")
         return engine
 
-    def prepare_onnx(self, data: bytes, array: np.ndarray) -> dict[str, Any]:
+    def prepare_onnx(self, data: bytes, array: np.ndarray, explicit_int8: bool = False) -> dict[str, Any]:
         trt, cudart = self._setup()
-        engine = self._build_engine(data)
+        engine = self._build_engine(data, explicit_int8)
         context = engine.create_execution_context()
         buffers = []
         try:

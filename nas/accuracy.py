@@ -98,13 +98,13 @@ def calibration_inputs(dataset, count: int = 8, batch_size: int = 32, seed: int 
     return [torch.stack(images[i:i + batch_size]).numpy() for i in range(0, len(images), batch_size)]
 
 
-def quantized_session(model, example, int8_modules, calibration):
-    """An ONNX Runtime session of ``model`` with ``int8_modules`` quantized (dynamic batch);
-    ``int8_modules=None`` quantizes the whole network."""
+def quantized_session(model, example, int8_modules, calibration, weights: str = "per_channel"):
+    """An ONNX Runtime session of ``model`` with ``int8_modules`` quantized (dynamic batch,
+    ``weights`` scales); ``int8_modules=None`` quantizes the whole network."""
     from hardware.onnx_io import ort_session
     from hardware.quantize import export_quantized
 
-    return ort_session(export_quantized(model, example, calibration, int8_modules, dynamic_batch=True))
+    return ort_session(export_quantized(model, example, calibration, int8_modules, weights, dynamic_batch=True))
 
 
 def evaluate_session(session, dataset, batch_size: int = 256) -> float:
@@ -120,16 +120,18 @@ def evaluate_session(session, dataset, batch_size: int = 256) -> float:
     return 100.0 * correct / max(total, 1)
 
 
-def candidate_accuracy(space, arch, model, splits, batch_size: int, calibration: list) -> float:
+def candidate_accuracy(space, arch, model, splits, batch_size: int, calibration: list,
+                       weights: str = "per_channel") -> float:
     """Top-1 accuracy (%) on ``splits.val`` of ``arch`` whose float weights are ``model``: the
     float network's own, or, when ``arch`` runs layers in int8, that of the network quantized
-    after training (calibrated on ``calibration``) and run by ONNX Runtime, exactly as
-    ``hwnas export`` ships it."""
+    after training (calibrated on ``calibration``, ``weights`` scales) and run by ONNX
+    Runtime, exactly as ``hwnas export`` ships it."""
     modules = space.int8_modules(arch)
     if not modules:
         return evaluate_accuracy(model, splits.val, batch_size)
     example = space.example_input(space.float_arch(arch))
-    return evaluate_session(quantized_session(model, example, modules, calibration), splits.val, batch_size)
+    return evaluate_session(quantized_session(model, example, modules, calibration, weights), splits.val,
+                            batch_size)
 
 
 def evaluate_accuracy(model, dataset, batch_size: int = 256, workers: int = 0, device=None) -> float:

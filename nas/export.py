@@ -231,11 +231,11 @@ def export_model(space: SearchSpace, model, arch: Any, folder: str | Path, metri
 
 
 def export_int8(space: SearchSpace, model, arch: Any, path: Path, calibration: list | None,
-                metadata: Mapping[str, Any]) -> dict[str, Any]:
+                metadata: Mapping[str, Any], weights: str = "per_channel") -> dict[str, Any]:
     """Write the int8-quantized ONNX of ``arch`` to ``path``; return what ``arch.json`` says
     of it: the scheme, the quantized modules, the calibration, and its agreement with the
     float model on the calibration inputs (max abs logit difference, top-1 agreement)."""
-    from hardware.quantize import INT8_SCHEME, export_quantized, synthetic_calibration
+    from hardware.quantize import export_quantized, int8_scheme, synthetic_calibration
 
     float_arch = space.float_arch(arch)
     inputs, outputs = space.onnx_names
@@ -244,8 +244,8 @@ def export_int8(space: SearchSpace, model, arch: Any, path: Path, calibration: l
         calibration = synthetic_calibration(space.example_input(float_arch, 8).numpy())
         source = "synthetic (the accuracy source has no data): scales may not suit real inputs"
     data = export_quantized(model, space.example_input(float_arch), calibration, space.int8_modules(arch),
-                            input_names=inputs, output_names=outputs, dynamic_batch=True)
-    data = _with_metadata(data, {**metadata, "int8_scheme": INT8_SCHEME})
+                            weights, input_names=inputs, output_names=outputs, dynamic_batch=True)
+    data = _with_metadata(data, {**metadata, "int8_scheme": int8_scheme(weights)})
     atomic_write_bytes(path, data)
     session = ort_session(data)
     name = session.get_inputs()[0].name
@@ -257,7 +257,7 @@ def export_int8(space: SearchSpace, model, arch: Any, path: Path, calibration: l
             diffs.append(float(np.abs(quantized - reference).max()))
             agree += int((quantized.argmax(1) == reference.argmax(1)).sum())
             total += len(batch)
-    return {"file": path.name, "scheme": INT8_SCHEME, "modules": list(space.int8_modules(arch)),
+    return {"file": path.name, "scheme": int8_scheme(weights), "modules": list(space.int8_modules(arch)),
             "calibration": source, "max_abs_diff": max(diffs), "top1_agreement": agree / max(total, 1)}
 
 

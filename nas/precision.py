@@ -8,8 +8,14 @@ gets a sensitivity
 the mean Hessian trace of the loss over the unit's weights (Hutchinson's
 estimator: E[v^T H v] over Rademacher ``v``, Hessian-vector products by double
 back-propagation) times the squared perturbation that int8 quantization
-(symmetric, per output channel, as the ONNX Runtime scheme quantizes weights)
-causes (Dong et al., HAWQ-V2, NeurIPS 2020).  Units are then quantized least
+(symmetric, per output channel or per tensor, as the ONNX Runtime scheme
+quantizes weights) causes (Dong et al., HAWQ-V2, NeurIPS 2020).  The exported
+graph has each batch norm folded into the convolution before it, and that
+folded kernel is what gets quantized, so the perturbation is taken on the
+folded kernel and mapped back to the trained weights the Hessian is over: per
+channel this changes nothing (rounding is scale-equivariant per channel), per
+tensor it is the whole story (one channel with a large folded scale coarsens
+every other channel's levels).  Units are then quantized least
 sensitive first, and :func:`bisect_order` finds the longest prefix of that order
 whose real int8 accuracy (post-training quantization, ONNX Runtime) stays
 within the drop budget.  Any other order (a seeded random one, the baseline)
@@ -23,6 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from hardware.protocol import Candidate
+from hardware.quantize import check_weight_granularity
 from nas.accuracy import calibration_inputs, candidate_accuracy, evaluate_accuracy
 from search_spaces import make_space
 
@@ -44,22 +51,49 @@ class Sensitivity:
         return self.trace_per_weight * self.perturbation
 
 
-def unit_weights(model, modules: Sequence[str]) -> list:
-    """The weight tensors (convolution and linear kernels: ``dim > 1``) of ``modules``."""
-    named = dict(model.named_parameters())
+def unit_weights(model, modules: Sequence[str]) -> dict[str, Any]:
+    """The weight tensors (convolution and linear kernels: ``dim > 1``) of ``modules``, by
+    the name of the module that holds them."""
     prefixes = tuple(m + "." for m in modules)
-    return [p for name, p in named.items() if name.startswith(prefixes) and p.dim() > 1]
+    return {name.removesuffix(".weight"): p for name, p in model.named_parameters()
+            if name.startswith(prefixes) and name.endswith(".weight") and p.dim() > 1}
 
 
-def int8_perturbation(weight) -> float:
-    """``||Q(W) - W||^2`` for symmetric per-output-channel int8 quantization of ``weight``."""
+def folded_scales(model) -> dict[str, Any]:
+    """Per-output-channel factors ``gamma / sqrt(var + eps)`` of the batch norm that directly
+    follows each convolution (by module name): the exporter folds that batch norm into the
+    convolution's kernel, so ``kernel * factor`` is what int8 quantization sees."""
+    from torch import nn
+
+    scales, previous = {}, None
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            previous = (name, module)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and previous is not None:
+            conv_name, conv = previous
+            if module.affine and module.num_features == conv.weight.shape[0]:
+                scales[conv_name] = (module.weight / (module.running_var + module.eps).sqrt()).detach()
+            previous = None
+    return scales
+
+
+def int8_perturbation(weight, weights: str = "per_channel", fold=None) -> float:
+    """``||Q(W) - W||^2`` of symmetric int8 quantization of ``weight`` with one scale per
+    output channel or per tensor (``weights``), applied to the folded kernel ``weight *
+    fold`` (``fold``: per-output-channel factors, :func:`folded_scales`) and measured back
+    on ``weight``."""
     import torch
 
     with torch.no_grad():
         flat = weight.detach().reshape(weight.shape[0], -1)
-        scale = flat.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / INT8_LEVELS
-        quantized = torch.round(flat / scale).clamp(-INT8_LEVELS, INT8_LEVELS) * scale
-        return float(((quantized - flat) ** 2).sum())
+        factor = torch.ones(flat.shape[0], 1) if fold is None else fold.reshape(-1, 1)
+        # a zero factor folds the channel away entirely: it costs nothing either way
+        factor = torch.where(factor.abs() < 1e-12, torch.ones_like(factor), factor)
+        folded = flat * factor
+        limit = folded.abs().amax(dim=1, keepdim=True) if weights == "per_channel" else folded.abs().max()
+        scale = limit.clamp_min(1e-12) / INT8_LEVELS
+        quantized = torch.round(folded / scale).clamp(-INT8_LEVELS, INT8_LEVELS) * scale
+        return float((((quantized - folded) / factor) ** 2).sum())
 
 
 def twice_differentiable(model):
@@ -90,21 +124,24 @@ def twice_differentiable(model):
 
 
 def hessian_sensitivities(model, units: dict[str, Sequence[str]], batches: Iterable[tuple[Any, Any]],
-                          samples: int = 8, seed: int = 0) -> list[Sensitivity]:
+                          samples: int = 8, seed: int = 0, weights: str = "per_channel") -> list[Sensitivity]:
     """Sensitivity of each unit (``name -> module paths``) of ``model`` (float, trained), the
     traces averaged over ``batches`` of ``(images, labels)`` and ``samples`` Rademacher
-    vectors per batch drawn from a generator seeded by ``seed``."""
+    vectors per batch drawn from a generator seeded by ``seed``; ``weights``: the int8
+    scheme's weight scales (:data:`hardware.quantize.WEIGHT_GRANULARITIES`)."""
     import torch
 
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    check_weight_granularity(weights)
     model = twice_differentiable(model)
-    weights = {u: unit_weights(model, modules) for u, modules in units.items()}
-    empty = [u for u, ws in weights.items() if not ws]
+    folds = folded_scales(model)
+    kernels = {u: unit_weights(model, modules) for u, modules in units.items()}
+    empty = [u for u, ws in kernels.items() if not ws]
     if empty:
         raise ValueError(f"precision units without weights in the model: {empty}")
-    params = [p for ws in weights.values() for p in ws]
-    owner = [u for u, ws in weights.items() for _ in ws]
+    params = [p for ws in kernels.values() for p in ws.values()]
+    owner = [u for u, ws in kernels.items() for _ in ws]
     generator = torch.Generator().manual_seed(seed)
     traces = dict.fromkeys(units, 0.0)
     count = 0
@@ -121,9 +158,10 @@ def hessian_sensitivities(model, units: dict[str, Sequence[str]], batches: Itera
             count += 1
     if count == 0:
         raise ValueError("no batches to estimate Hessian traces on")
-    sizes = {u: sum(p.numel() for p in ws) for u, ws in weights.items()}
-    return [Sensitivity(u, traces[u] / count / sizes[u], sum(int8_perturbation(p) for p in weights[u]), sizes[u])
-            for u in units]
+    sizes = {u: sum(p.numel() for p in ws.values()) for u, ws in kernels.items()}
+    perturbation = {u: sum(int8_perturbation(p, weights, folds.get(name)) for name, p in ws.items())
+                    for u, ws in kernels.items()}
+    return [Sensitivity(u, traces[u] / count / sizes[u], perturbation[u], sizes[u]) for u in units]
 
 
 def hessian_order(sensitivities: Sequence[Sensitivity]) -> list[str]:
@@ -197,7 +235,8 @@ def with_precision_axis(space):
     if space.searches_precision and space.precision_granularity == "layer":
         return space
     try:
-        return make_space(space.name, **{**space.options(), "precisions": ["fp32", "int8"],
+        options = {k: v for k, v in space.options().items() if k != "precision_order"}
+        return make_space(space.name, **{**options, "precisions": ["fp32", "int8"],
                                          "precision_granularity": "layer"})
     except (TypeError, ValueError):
         raise ValueError(f"space {space.name!r} has no precision axis; mixed precision needs one "
@@ -215,15 +254,17 @@ class MixedPrecisionProblem:
     calibration: list
     float_accuracy: float
     batch_size: int = 256
+    #: the int8 scheme's weight scales (:data:`hardware.quantize.WEIGHT_GRANULARITIES`)
+    weights: str = "per_channel"
     _scores: dict[str, float] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def create(cls, space, arch, model, splits, seed: int = 0) -> "MixedPrecisionProblem":
+    def create(cls, space, arch, model, splits, seed: int = 0, weights: str = "per_channel") -> "MixedPrecisionProblem":
         space = with_precision_axis(space)
         arch = space.float_arch(space.parse(str(arch)))
         model = model.eval()
         return cls(space, arch, model, splits, calibration_inputs(splits.train, seed=seed),
-                   evaluate_accuracy(model, splits.val, 256))
+                   evaluate_accuracy(model, splits.val, 256), weights=check_weight_granularity(weights))
 
     @property
     def units(self) -> dict[str, tuple[str, ...]]:
@@ -238,7 +279,7 @@ class MixedPrecisionProblem:
         arch = self.arch_for(assignment)
         if str(arch) not in self._scores:
             self._scores[str(arch)] = candidate_accuracy(self.space, arch, self.model, self.splits,
-                                                         self.batch_size, self.calibration)
+                                                         self.batch_size, self.calibration, self.weights)
         return self._scores[str(arch)]
 
     def latencies(self, archs: Iterable[Any], runner, protocol, seed: int = 0) -> dict[str, float]:
@@ -270,7 +311,7 @@ class MixedPrecisionProblem:
 
     def sensitivities(self, batches: int = 4, samples: int = 8, seed: int = 0) -> list[Sensitivity]:
         return hessian_sensitivities(self.model, self.units, self.hessian_batches(batches, seed=seed),
-                                     samples, seed)
+                                     samples, seed, self.weights)
 
     def bisect(self, order: Sequence[str], max_drop: float) -> Bisection:
         return bisect_order(order, self.accuracy_of, self.float_accuracy, max_drop)

@@ -39,10 +39,13 @@ PRECISIONS = ("fp32", "int8")
 #: precisions users may ask for that are not offered, and why
 NOT_OFFERED = {"fp16": "fp16 layers would need the GPU runners (CUDA, TensorRT) to build fp16 engines, "
                        "which this version does not do; the CPU runners have no fast fp16 kernels"}
-#: what precision decisions cover: each layer, each stage, or one boundary ("suffix": int8
+#: what precision decisions cover: each layer, each stage, one boundary ("suffix": int8
 #: from a chosen stage on, fp32 before it: one fp32->int8 transition, where every other
-#: pattern pays a quantize/dequantize pair and a layout change at each boundary)
-GRANULARITIES = ("layer", "stage", "suffix")
+#: pattern pays a quantize/dequantize pair and a layout change at each boundary), or a
+#: prefix of a sensitivity order ("ordered": the k least sensitive layers of a given
+#: ``precision_order`` in int8, as ``hwnas quantize`` ranks them; one decision, k, in
+#: place of one per layer, so the search proposes n + 1 assignments instead of 2^n)
+GRANULARITIES = ("layer", "stage", "suffix", "ordered")
 #: the ``int8_from`` choice of a suffix space that keeps every unit in fp32
 NO_INT8 = "none"
 
@@ -199,13 +202,30 @@ class SearchSpace(abc.ABC):
     #: what precision decisions cover: ``layer``, ``stage`` or ``suffix`` (:data:`GRANULARITIES`)
     precision_granularity: str = "layer"
 
-    def _init_precision(self, precisions: Sequence[str], granularity: str) -> None:
-        """Validate and keep a space's ``precisions`` / ``precision_granularity`` options."""
+    #: ``ordered`` granularity: unit names, least sensitive first (every layer slot and the head)
+    precision_order: tuple[str, ...] = ()
+
+    def _init_precision(self, precisions: Sequence[str], granularity: str,
+                        order: Sequence[str] | None = None, slots: Sequence[int] = ()) -> None:
+        """Validate and keep a space's ``precisions`` / ``precision_granularity`` /
+        ``precision_order`` options; ``slots`` is the number of layer slots of each stage
+        (the units an order may name are ``s<stage>.l<slot>`` and ``head``)."""
         self.precisions = check_precisions(precisions, self.name)
         if granularity not in GRANULARITIES:
             raise ValueError(f"{self.name} option 'precision_granularity' must be one of {list(GRANULARITIES)}, "
                              f"got {granularity!r}")
         self.precision_granularity = granularity
+        if granularity != "ordered":
+            if order is not None:
+                raise ValueError(f"{self.name} option 'precision_order' needs precision_granularity: ordered "
+                                 f"(got {granularity!r})")
+            return
+        if order is None:
+            raise ValueError(f"{self.name} option 'precision_granularity: ordered' needs 'precision_order' (unit "
+                             f"names, least sensitive first, as `hwnas quantize` prints them)")
+        self.precision_order = complete_order(order, [f"s{s}.l{i}" for s, n in enumerate(slots) for i in range(n)]
+                                              + ["head"], self.name)
+        self._order_rank = {u: r for r, u in enumerate(self.precision_order)}
 
     @property
     def searches_precision(self) -> bool:
@@ -216,7 +236,10 @@ class SearchSpace(abc.ABC):
         the identity (and the caches keyed on it) it had before precision existed."""
         if not self.searches_precision:
             return {}
-        return {"precisions": list(self.precisions), "precision_granularity": self.precision_granularity}
+        options = {"precisions": list(self.precisions), "precision_granularity": self.precision_granularity}
+        if self.precision_granularity == "ordered":
+            options["precision_order"] = list(self.precision_order)
+        return options
 
     def precision_decisions(self, stages: int, layers: int) -> dict[str, tuple]:
         """The precision decisions of ``stages`` stages of up to ``layers`` layers plus a head
@@ -225,6 +248,8 @@ class SearchSpace(abc.ABC):
             return {}
         if self.precision_granularity == "suffix":
             return {"int8_from": (NO_INT8, *(f"s{s}" for s in range(stages)), "head")}
+        if self.precision_granularity == "ordered":
+            return {"int8_units": tuple(range(len(self.precision_order) + 1))}
         if self.precision_granularity == "stage":
             d = {f"s{s}_precision": self.precisions for s in range(stages)}
         else:
@@ -238,6 +263,8 @@ class SearchSpace(abc.ABC):
         if self.precision_granularity == "suffix":
             start = decisions["int8_from"]
             return "int8" if start not in (NO_INT8, "head") and stage >= int(start[1:]) else "fp32"
+        if self.precision_granularity == "ordered":
+            return self._ordered_precision(decisions, f"s{stage}.l{layer}")
         key = f"s{stage}_precision" if self.precision_granularity == "stage" else f"s{stage}_l{layer}_precision"
         return decisions[key]
 
@@ -246,14 +273,28 @@ class SearchSpace(abc.ABC):
             return "fp32"
         if self.precision_granularity == "suffix":
             return "fp32" if decisions["int8_from"] == NO_INT8 else "int8"
+        if self.precision_granularity == "ordered":
+            return self._ordered_precision(decisions, "head")
         return decisions["head_precision"]
 
-    def encoded_precisions(self, layers: Sequence[Sequence[str]], head: str) -> dict[str, Any]:
+    def _ordered_precision(self, decisions: Mapping[str, Any], unit: str) -> str:
+        return "int8" if self._order_rank[unit] < decisions["int8_units"] else "fp32"
+
+    def encoded_precisions(self, layers: Sequence[Sequence[str | None]], head: str) -> dict[str, Any]:
         """The precision decisions of an arch whose stage ``s`` slot ``i`` has precision
-        ``layers[s][i]`` (every slot, inactive ones filled by the space) and whose head has
-        ``head``; a stage's precision is its first slot's."""
+        ``layers[s][i]`` (every slot; ``None`` where no layer runs: an inactive slot or a
+        skip) and whose head has ``head``; a stage's precision is its first slot's (a
+        stage's first layer always runs)."""
         if not self.searches_precision:
             return {}
+        if self.precision_granularity == "ordered":
+            ranks = [self._order_rank[f"s{s}.l{i}"] for s, stage in enumerate(layers)
+                     for i, p in enumerate(stage) if p == "int8"]
+            ranks += [self._order_rank["head"]] if head == "int8" else []
+            # the smallest k that decodes to this arch (inactive units between give the same one)
+            return {"int8_units": max(ranks) + 1 if ranks else 0}
+        # a slot without a layer takes its stage's precision, so one arch has one encoding
+        layers = [[p if p is not None else stage[0] for p in stage] for stage in layers]
         if self.precision_granularity == "suffix":
             first = next((s for s, stage in enumerate(layers) if stage[0] == "int8"), None)
             start = f"s{first}" if first is not None else ("head" if head == "int8" else NO_INT8)
@@ -264,11 +305,23 @@ class SearchSpace(abc.ABC):
             d = {f"s{s}_l{i}_precision": p for s, stage in enumerate(layers) for i, p in enumerate(stage)}
         return {**d, "head_precision": head}
 
-    def check_precision_pattern(self, stages: Sequence[set[str]], head: str, text: str) -> None:
-        """Refuse a parsed arch whose precisions this space cannot choose: ``stages`` holds
-        each stage's set of layer precisions."""
+    def check_precision_pattern(self, layers: Sequence[Sequence[str | None]], head: str, text: str) -> None:
+        """Refuse a parsed arch whose precisions this space cannot choose: ``layers[s][i]``
+        is the precision of stage ``s``'s layer ``i`` (``None`` for a skip)."""
         if self.precision_granularity == "layer":
             return
+        if self.precision_granularity == "ordered":
+            found = {f"s{s}.l{i}": p for s, stage in enumerate(layers) for i, p in enumerate(stage) if p is not None}
+            found["head"] = head
+            ranked = sorted(found, key=self._order_rank.__getitem__)
+            last_int8 = max((r for r, u in enumerate(ranked) if found[u] == "int8"), default=0)
+            fp32 = [u for u in ranked[:last_int8] if found[u] == "fp32"]
+            if fp32:
+                raise ValueError(f"{self.name} arch {text!r}: unit {fp32[0]} is fp32 but {ranked[last_int8]}, later "
+                                 f"in this space's precision_order, is int8 (precision_granularity: ordered "
+                                 f"runs a prefix of the order in int8)")
+            return
+        stages = [{p for p in stage if p is not None} for stage in layers]
         for s, found in enumerate(stages):
             if len(found) > 1:
                 raise ValueError(f"{self.name} arch {text!r}: stage {s} mixes precisions, but this space "
@@ -281,7 +334,12 @@ class SearchSpace(abc.ABC):
 
     def unit_name(self, stage: int, layer: int) -> str:
         """The precision unit ``layer`` of ``stage`` belongs to."""
-        return f"s{stage}.l{layer}" if self.precision_granularity == "layer" else f"s{stage}"
+        return f"s{stage}.l{layer}" if self.per_layer_units else f"s{stage}"
+
+    @property
+    def per_layer_units(self) -> bool:
+        """Whether each layer is a precision unit (else each stage is)."""
+        return self.precision_granularity in ("layer", "ordered")
 
     def check_assignment(self, arch: Any, precisions: Mapping[str, str]) -> None:
         """Refuse units ``arch`` does not have and precisions the space does not offer (a
@@ -305,10 +363,9 @@ class SearchSpace(abc.ABC):
                              if takes_precision(layer) else layer for i, layer in enumerate(stage))
                        for s, stage in enumerate(arch.stages))
         variant = replace(arch, stages=stages, head_precision=precisions.get("head", arch.head_precision))
-        units = self.precision_units(variant)
-        if units:
-            self.check_precision_pattern([{u.precision} for name, u in units.items() if name != "head"],
-                                         units["head"].precision, str(variant))
+        if self.searches_precision:
+            self.check_precision_pattern([[layer.precision if takes_precision(layer) else None for layer in stage]
+                                          for stage in variant.stages], variant.head_precision, str(variant))
         return variant
 
     def precision_units(self, arch: Any) -> dict[str, PrecisionUnit]:
@@ -390,6 +447,24 @@ def check_precisions(values: Sequence[str], space: str) -> tuple[str, ...]:
         raise ValueError(f"{space} option 'precisions' must list distinct values of {list(PRECISIONS)} "
                          f"including 'fp32', got {list(values)}")
     return values
+
+
+def complete_order(order: Sequence[str], units: Sequence[str], space: str) -> tuple[str, ...]:
+    """A ``precision_order`` option, validated against the space's ``units`` (every layer
+    slot and the head, in network order).  Units it leaves out follow the named ones in
+    network order: an order measured on one network (``hwnas quantize``) names only the
+    layers that network has, and slots it lacks are treated as the most sensitive."""
+    if isinstance(order, str) or not isinstance(order, Sequence):
+        raise ValueError(f"{space} option 'precision_order' must be a list of unit names, got {order!r}")
+    order = [str(u) for u in order]
+    unknown = [u for u in order if u not in units]
+    if unknown:
+        raise ValueError(f"{space} option 'precision_order': unknown unit {unknown[0]!r}; units are "
+                         f"s<stage>.l<layer> ({units[0]} .. {units[-2]}) and head")
+    repeated = sorted({u for u in order if order.count(u) > 1})
+    if repeated:
+        raise ValueError(f"{space} option 'precision_order' names {repeated[0]!r} more than once")
+    return (*order, *(u for u in units if u not in order))
 
 
 def split_precision(token: str, allowed: Sequence[str], where: str = "") -> tuple[str, str]:

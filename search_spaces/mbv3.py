@@ -10,8 +10,10 @@ per searchable stage holding its layers (``-``-separated).  A layer is
 and activation are fixed by the space, as in MobileNetV3-Large / OFA.
 
 With ``precisions: [fp32, int8]`` precision is searched too: per layer (or per
-stage, ``precision_granularity: stage``) and for the head (the last 1x1 convs
-and the classifier), written as a suffix of the layer token or of the header::
+stage, ``precision_granularity: stage``; or as a prefix of a sensitivity order,
+``ordered`` with ``precision_order``, see :data:`search_spaces.base.GRANULARITIES`)
+and for the head (the last 1x1 convs and the classifier), written as a suffix
+of the layer token or of the header::
 
     r160_w1_int8:ir_k3_e4-ir_k3_e4_int8:...
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from search_spaces.base import (PrecisionUnit, SearchSpace, parse_choice, precision_suffix,
                                 split_precision, split_tokens)
@@ -83,7 +85,8 @@ class MBV3Space(SearchSpace):
 
     def __init__(self, resolutions=(128, 160, 192, 224), widths=(1.0,), kernels=(3, 5, 7),
                  expansions=(3, 4, 6), depths=(2, 3, 4), num_classes: int = 1000,
-                 precisions=("fp32",), precision_granularity: str = "layer"):
+                 precisions=("fp32",), precision_granularity: str = "layer",
+                 precision_order: Sequence[str] | None = None):
         self.resolutions = tuple(int(r) for r in resolutions)
         self.widths = tuple(float(w) for w in widths)
         self.kernels = tuple(int(k) for k in kernels)
@@ -97,8 +100,9 @@ class MBV3Space(SearchSpace):
                 raise ValueError(f"mbv3 option {label!r} must not be empty")
         if min(self.depths) < 1:
             raise ValueError("mbv3 option 'depths' must be >= 1")
-        self._init_precision(precisions, precision_granularity)
         self.stages = MBV3_STAGES
+        self._init_precision(precisions, precision_granularity, precision_order,
+                             [max(self.depths)] * len(self.stages))
 
     def options(self) -> dict[str, Any]:
         options = {"resolutions": list(self.resolutions), "widths": list(self.widths),
@@ -141,7 +145,7 @@ class MBV3Space(SearchSpace):
                 layer = stage[i] if i < len(stage) else IRLayer(self.kernels[0], self.expansions[0])
                 d[f"s{s}_l{i}_kernel"] = layer.kernel
                 d[f"s{s}_l{i}_expand"] = layer.expand
-        slots = [[stage[i].precision if i < len(stage) else self.precisions[0] for i in range(max(self.depths))]
+        slots = [[stage[i].precision if i < len(stage) else None for i in range(max(self.depths))]
                  for stage in arch.stages]
         return {**d, **self.encoded_precisions(slots, arch.head_precision)}
 
@@ -166,7 +170,7 @@ class MBV3Space(SearchSpace):
             if len(layers) not in self.depths:
                 raise ValueError(f"stage {s} {group!r}: depth {len(layers)} not in {list(self.depths)}")
             stages.append(tuple(self._parse_layer(tok, s) for tok in layers))
-        self.check_precision_pattern([{layer.precision for layer in stage} for stage in stages], head_precision,
+        self.check_precision_pattern([[layer.precision for layer in stage] for stage in stages], head_precision,
                                      text)
         return MBV3Arch(resolution, width, tuple(stages), head_precision)
 
@@ -189,7 +193,7 @@ class MBV3Space(SearchSpace):
             return {}
         units: dict[str, PrecisionUnit] = {}
         for s, stage in enumerate(arch.stages):
-            if self.precision_granularity != "layer":
+            if not self.per_layer_units:
                 units[f"s{s}"] = PrecisionUnit(tuple(f"blocks.{s + 1}.{i}" for i in range(len(stage))),
                                                stage[0].precision)
             else:

@@ -12,14 +12,15 @@ Canonical string: ``r224:<stage>:<stage>...`` with layers ``-``-separated.
 With ``precisions: [fp32, int8]`` a layer token (and the header, for the 1x1
 head and classifier) may end in ``_int8``, as in :mod:`search_spaces.mbv3`;
 ``precision_granularity: stage`` chooses one precision per stage, ``suffix``
-one stage from which on every layer and the head run in int8.
+one stage from which on every layer and the head run in int8, ``ordered`` how
+many units of a ``precision_order`` (least sensitive first) run in int8.
 Blocks are timm's ``InvertedResidual`` / ``EdgeResidual``; the Tucker block is
 composed from timm's ``ConvNormAct``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from search_spaces.base import (PrecisionUnit, SearchSpace, parse_choice, precision_suffix,
                                 split_precision, split_tokens)
@@ -68,7 +69,8 @@ class MobileDetSpace(SearchSpace):
 
     def __init__(self, resolutions=(224,), kernels=(3, 5), expansions=(4, 8),
                  tucker_ratios=(0.25, 0.75), layers_per_stage: int = 4, num_classes: int = 1000,
-                 precisions=("fp32",), precision_granularity: str = "layer"):
+                 precisions=("fp32",), precision_granularity: str = "layer",
+                 precision_order: Sequence[str] | None = None):
         self.resolutions = tuple(int(r) for r in resolutions)
         self.kernels = tuple(int(k) for k in kernels)
         self.expansions = tuple(int(e) for e in expansions)
@@ -77,8 +79,9 @@ class MobileDetSpace(SearchSpace):
         self.num_classes = int(num_classes)
         if self.layers_per_stage < 1:
             raise ValueError("mobiledet option 'layers_per_stage' must be >= 1")
-        self._init_precision(precisions, precision_granularity)
         self.stages = MOBILEDET_STAGES
+        self._init_precision(precisions, precision_granularity, precision_order,
+                             [self.layers_per_stage] * len(self.stages))
 
     def options(self) -> dict[str, Any]:
         options = {"resolutions": list(self.resolutions), "kernels": list(self.kernels),
@@ -142,9 +145,8 @@ class MobileDetSpace(SearchSpace):
                 d[f"{p}_expand"] = layer.expand or self.expansions[0]
                 d[f"{p}_in_ratio"] = layer.in_ratio or self.tucker_ratios[0]
                 d[f"{p}_out_ratio"] = layer.out_ratio or self.tucker_ratios[0]
-        # a skip has no precision of its own: its slot takes its stage's first layer's
-        slots = [[(stage[0] if layer.kind == "skip" else layer).precision for layer in stage]
-                 for stage in arch.stages]
+        # a skip has no precision of its own
+        slots = [[None if layer.kind == "skip" else layer.precision for layer in stage] for stage in arch.stages]
         return {**d, **self.encoded_precisions(slots, arch.head_precision)}
 
     # strings -------------------------------------------------------------------------
@@ -167,7 +169,7 @@ class MobileDetSpace(SearchSpace):
             if layers[0].kind == "skip":
                 raise ValueError(f"bad token 'skip' in stage {s}: the first layer changes shape")
             stages.append(layers)
-        self.check_precision_pattern([{layer.precision for layer in stage if layer.kind != "skip"}
+        self.check_precision_pattern([[None if layer.kind == "skip" else layer.precision for layer in stage]
                                       for stage in stages], head_precision, text)
         return MobileDetArch(resolution, tuple(stages), head_precision)
 
@@ -204,10 +206,10 @@ class MobileDetSpace(SearchSpace):
                 if layer.kind == "skip":
                     continue
                 stage_modules.append(f"blocks.{index}")
-                if self.precision_granularity == "layer":
+                if self.per_layer_units:
                     units[self.unit_name(s, i)] = PrecisionUnit((f"blocks.{index}",), layer.precision)
                 index += 1
-            if self.precision_granularity != "layer":
+            if not self.per_layer_units:
                 units[f"s{s}"] = PrecisionUnit(tuple(stage_modules), stage[0].precision)
         units["head"] = PrecisionUnit(HEAD_MODULES, arch.head_precision)
         return units

@@ -6,12 +6,16 @@ Hessian sensitivity (:mod:`nas.precision`), bisects over that order for the
 most int8 units within the accuracy-drop budget (accuracy of the real int8
 model, ONNX Runtime), measures float, uniform int8 and the chosen assignment
 with the ``onnxruntime`` runner in one interleaved batch, and writes
-``model.mixed.onnx`` and ``quantize.json`` into the export folder.
+``model.mixed.onnx`` and ``quantize.json`` into the export folder.  The
+order it prints, as ``precision_order`` with ``precision_granularity: ordered``,
+makes a search propose only prefixes of it.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from hardware.quantize import WEIGHT_GRANULARITIES
 
 
 def register(sub) -> None:
@@ -21,6 +25,8 @@ def register(sub) -> None:
                    "(default 0.5)")
     p.add_argument("--batches", type=int, default=4, help="training batches of 32 for the Hessian traces")
     p.add_argument("--samples", type=int, default=8, help="Hutchinson vectors per batch")
+    p.add_argument("--weights", default="per_channel", choices=WEIGHT_GRANULARITIES,
+                   help="int8 weight scales of the target: per output channel (default) or per tensor")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the calibration slice, the Hessian batches and the Rademacher vectors")
     p.add_argument("--root", default=None, help="dataset folder, for datasets that are not embedded")
@@ -47,6 +53,7 @@ def export_folder(target: str | Path) -> Path:
 def run(args) -> int:
     from hardware import make_runner
     from hardware.protocol import Protocol
+    from hardware.quantize import int8_scheme
     from nas.data import load_dataset
     from nas.export import export_int8, load_exported
     from nas.files import atomic_write_text
@@ -62,11 +69,11 @@ def run(args) -> int:
                          f"quantization needs training data for calibration and accuracy")
     model, arch, space = load_exported(folder)
     splits = load_dataset(dataset, space.input_shape(arch)[-1], args.root, augment=False)
-    problem = MixedPrecisionProblem.create(space, arch, model, splits, args.seed)
+    problem = MixedPrecisionProblem.create(space, arch, model, splits, args.seed, args.weights)
     sensitivities = problem.sensitivities(args.batches, args.samples, args.seed)
     bisection = problem.bisect(hessian_order(sensitivities), args.max_drop)
     uniform = bisection.prefix(len(bisection.order))
-    runner = make_runner("onnxruntime", threads=args.threads)
+    runner = make_runner("onnxruntime", threads=args.threads, int8_weights=args.weights)
     feasible = {k: problem.arch_for(bisection.prefix(k)) for k in bisection.feasible(args.max_drop)}
     latency = problem.latencies([problem.arch_for(uniform), *feasible.values()], runner,
                                 Protocol(rounds=args.rounds), args.seed)
@@ -79,11 +86,13 @@ def run(args) -> int:
     info = None
     if chosen:
         info = export_int8(problem.space, model, rows["mixed"], mixed_onnx, problem.calibration,
-                           {"arch": str(rows["mixed"]), "space": problem.space.name, "producer": "hwnas quantize"})
+                           {"arch": str(rows["mixed"]), "space": problem.space.name, "producer": "hwnas quantize"},
+                           args.weights)
     else:
         # nothing runs in int8 within the budget: a mixed model of an earlier call would contradict quantize.json
         mixed_onnx.unlink(missing_ok=True)
     report = {"arch": str(rows["mixed"]), "max_drop": args.max_drop, "dataset": dataset,
+              "int8_scheme": int8_scheme(args.weights),
               "order": bisection.order, "int8_units": chosen, "longest_within_budget": bisection.int8_units,
               "bisection": {k: {"accuracy": v, "latency_ms": latency.get(str(problem.arch_for(bisection.prefix(k))))}
                             for k, v in sorted(bisection.evaluated.items())},
@@ -98,6 +107,9 @@ def run(args) -> int:
           f"{len(bisection.order)} units in Hessian order in int8 (at most {bisection.int8_units} fit), "
           f"drop {problem.float_accuracy - accuracy['mixed']:.2f} pt")
     print(f"arch: {rows['mixed']}")
+    # the same order prunes a search's precision choices to its prefixes (n + 1 instead of 2^n)
+    print(f"search precision in this order with the space options: precision_granularity: ordered, "
+          f"precision_order: [{', '.join(bisection.order)}]")
     written = [folder / "quantize.json"] + ([mixed_onnx] if info else [])
     print("wrote " + " and ".join(str(p) for p in written))
     return 0

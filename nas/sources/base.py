@@ -61,11 +61,11 @@ _log = logging.getLogger(__name__)
 MINIMIZE, MAXIMIZE = "minimize", "maximize"
 
 
-def int8_identity(space: SearchSpace) -> dict[str, str]:
+def int8_identity(space: SearchSpace, scheme: str = INT8_SCHEME) -> dict[str, str]:
     """What a source's fingerprint adds when ``space`` runs layers in int8: the quantization
-    scheme, so results of int8 networks never outlive the scheme that made them (float-only
-    spaces add nothing and keep the keys their stored results have)."""
-    return {"int8_scheme": INT8_SCHEME} if space.searches_precision else {}
+    ``scheme``, so results of int8 networks never outlive the scheme that made them
+    (float-only spaces add nothing and keep the keys their stored results have)."""
+    return {"int8_scheme": scheme} if space.searches_precision else {}
 
 
 @dataclass

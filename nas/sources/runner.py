@@ -126,7 +126,7 @@ class RunnerLatency(CachedSource, LatencySource):
 
     def fingerprint(self) -> dict[str, Any]:
         return {"kind": self.kind, **self.runner.fingerprint().to_dict(), "protocol": asdict(self.protocol),
-                **int8_identity(self.ctx.space)}
+                **int8_identity(self.ctx.space, self.runner.int8_scheme())}
 
     def anchor_archs(self) -> dict[str, Any]:
         """The space's anchors: smallest, median, largest (by MACs) of a seeded pool."""

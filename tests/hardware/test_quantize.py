@@ -3,6 +3,7 @@ nodes are quantized.  Agreement of a trained network's int8 and fp32 outputs is 
 ``tests/nas/test_precision.py``, where a network is trained."""
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 
@@ -56,3 +57,47 @@ def test_modules_without_nodes_are_an_error(network):
         quantize_int8(data, synthetic_calibration(example.numpy()), ["not_a_module"])
     with pytest.raises(ValueError, match="calibration"):
         quantize_int8(data, [], None)
+
+
+def weight_scale_sizes(data: bytes) -> set[int]:
+    """Sizes of the scales of the quantized convolution kernels (1: one scale per tensor)."""
+    graph = onnx.load_from_string(data).graph
+    initializers = {i.name: i for i in graph.initializer}
+    sizes = set()
+    for node in graph.node:
+        # a kernel's DequantizeLinear reads an int8 initializer; its scale has one entry per channel or one
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers \
+                and initializers[node.input[0]].data_type == onnx.TensorProto.INT8 \
+                and len(initializers[node.input[0]].dims) == 4:
+            sizes.add(int(np.prod(initializers[node.input[1]].dims)))
+    return sizes
+
+
+def test_weight_scales_per_channel_or_per_tensor(network):
+    space, arch, model, data, example = network
+    calibration = synthetic_calibration(example.numpy())
+    per_channel = quantize_int8(data, calibration)
+    per_tensor = quantize_int8(data, calibration, weights="per_tensor")
+    assert max(weight_scale_sizes(per_channel)) > 1
+    assert weight_scale_sizes(per_tensor) == {1}
+    feed = {ort_session(data).get_inputs()[0].name: example.numpy()}
+    reference = ort_session(data).run(None, feed)[0]
+    for quantized in (per_channel, per_tensor):
+        assert ort_session(quantized).run(None, feed)[0].shape == reference.shape
+    with pytest.raises(ValueError, match="int8 weights must be one of"):
+        quantize_int8(data, calibration, weights="per_row")
+
+
+def test_symmetric_int8_activations_have_zero_points_of_zero(network):
+    # the form TensorRT's explicit quantization accepts: int8 activations, zero point 0
+    space, arch, model, data, example = network
+    quantized = quantize_int8(data, synthetic_calibration(example.numpy()), activations="s8_symmetric")
+    graph = onnx.load_from_string(quantized).graph
+    initializers = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    zero_points = [initializers[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    feed = {ort_session(data).get_inputs()[0].name: example.numpy()}
+    assert ort_session(quantized).run(None, feed)[0].shape == ort_session(data).run(None, feed)[0].shape
+    with pytest.raises(ValueError, match="int8 activations must be one of"):
+        quantize_int8(data, synthetic_calibration(example.numpy()), activations="u4")
+

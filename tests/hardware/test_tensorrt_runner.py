@@ -69,6 +69,17 @@ def test_tensorrt_engine_is_built_and_timed(dtype):
 
 @pytest.mark.tensorrt
 @pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason="needs TensorRT and a CUDA device")
+def test_tensorrt_times_layers_quantized_by_q_dq_nodes():
+    # the second convolution and the classifier in int8 (explicit quantization), the first in fp32
+    mixed = [Candidate(c.key + "_int8", c.build, ("2", "5")) for c in candidates()]
+    runner = make_runner("tensorrt")
+    assert runner.int8_scheme().startswith("onnxruntime-qdq-s8s8-symmetric")
+    got = measure(runner, candidates() + mixed, FAST, np.random.default_rng(0))
+    assert set(got) == {"w8", "w128", "w8_int8", "w128_int8"} and all(m.latency_ms > 0 for m in got.values())
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason="needs TensorRT and a CUDA device")
 def test_tensorrt_rejects_an_unparsable_model():
     runner = make_runner("tensorrt")
     with pytest.raises(ValueError, match="could not parse"):

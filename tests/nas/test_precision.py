@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from nas.precision import (bisect_order, hessian_order, hessian_sensitivities, int8_perturbation, random_order,
-                           twice_differentiable)
+from nas.precision import (bisect_order, folded_scales, hessian_order, hessian_sensitivities, int8_perturbation,
+                           random_order, twice_differentiable)
 
 
 class Tiny(nn.Module):
@@ -61,6 +61,31 @@ def test_int8_perturbation_is_per_output_channel():
     q1 = np.round(weight[1].numpy() / (100 / 127)) * (100 / 127)
     expected = ((q0 - weight[0].numpy()) ** 2).sum() + ((q1 - weight[1].numpy()) ** 2).sum()
     assert int8_perturbation(weight) == pytest.approx(expected, rel=1e-5)
+
+
+def test_per_tensor_perturbation_is_taken_on_the_folded_kernel():
+    weight = torch.tensor([[1.0, 0.5, -0.25], [1.0, 0.3, 0.0]])
+    fold = torch.tensor([1.0, 200.0])  # a batch norm that scales channel 1 up 200x
+    # per channel, folding changes nothing: each channel's rounding scales with it
+    assert int8_perturbation(weight, "per_channel", fold) == pytest.approx(int8_perturbation(weight), rel=1e-5)
+    # per tensor, channel 1's folded range sets the scale (200 / 127), coarser than channel 0's values
+    step = 200.0 / 127
+    folded0 = weight[0].numpy()
+    expected0 = ((np.round(folded0 / step) * step - folded0) ** 2).sum()
+    expected1 = ((((np.round(weight[1].numpy() * 200 / step) * step) - weight[1].numpy() * 200) / 200) ** 2).sum()
+    assert int8_perturbation(weight, "per_tensor", fold) == pytest.approx(expected0 + expected1, rel=1e-5)
+    assert int8_perturbation(weight, "per_tensor", fold) > 100 * int8_perturbation(weight, "per_tensor")
+
+
+def test_folded_scales_pair_each_batch_norm_with_the_convolution_before_it():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Conv2d(4, 5, 1), torch.nn.Conv2d(5, 5, 1), torch.nn.BatchNorm2d(5))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+        model[1].running_var.fill_(4.0 - model[1].eps)
+    scales = folded_scales(model)
+    assert set(scales) == {"0", "4"}  # "3" is followed by another convolution, not a batch norm
+    assert torch.allclose(scales["0"], torch.tensor([0.5, 1.0, 1.5, 2.0]))
 
 
 def test_bisection_finds_the_longest_prefix_within_the_budget():

@@ -121,3 +121,52 @@ def test_spaces_without_a_precision_axis(name):
     assert space.float_arch(arch) == arch
     with pytest.raises(ValueError, match="no precision axis"):
         space.with_precisions(arch, {"head": "int8"})
+
+
+def ordered_space(name, order):
+    return make_space(name, **BASE[name], precisions=["fp32", "int8"], precision_granularity="ordered",
+                      precision_order=order)
+
+
+@pytest.mark.parametrize("name", PRECISION_SPACES)
+def test_ordered_space_proposes_prefixes_of_its_order(name):
+    order = ["head", "s4.l1", "s2.l0", "s3.l0", "s0.l0"]
+    space = ordered_space(name, order)
+    assert space.decisions()["int8_units"] == tuple(range(len(space.precision_order) + 1))
+    assert space.precision_order[:5] == tuple(order) and "s4.l0" in space.precision_order  # the rest follow
+    assert space.options()["precision_order"] == list(space.precision_order)
+    rng = np.random.default_rng(3)
+    counts = set()
+    for _ in range(80):
+        arch = space.sample(rng)
+        assert space.parse(str(arch)) == arch and space.contains(arch)
+        assert space.decode(space.encode(arch)) == arch
+        child = space.mutate(arch, rng)
+        assert space.parse(str(child)) == child and space.contains(space.crossover(arch, child, rng))
+        units = space.precision_units(arch)
+        int8 = [u for u, unit in units.items() if unit.precision == "int8"]
+        ranked = sorted(units, key=space.precision_order.index)
+        assert ranked[:len(int8)] == sorted(int8, key=space.precision_order.index)  # a prefix of the order
+        counts.add(len(int8))
+    assert len(counts) > 3
+
+
+@pytest.mark.parametrize("name", PRECISION_SPACES)
+def test_ordered_space_refuses_what_its_order_cannot_propose(name):
+    space = ordered_space(name, ["head", "s4.l0"])
+    arch = space.float_arch(space.sample(np.random.default_rng(2)))
+    both = space.with_precisions(arch, {"head": "int8", "s4.l0": "int8"})
+    assert space.encode(both)["int8_units"] == 2 and space.parse(str(both)) == both
+    with pytest.raises(ValueError, match="unit head is fp32 but s4.l0, later"):
+        space.with_precisions(arch, {"s4.l0": "int8"})
+    text = str(precision_space(name).with_precisions(arch, {"s0.l0": "int8"}))
+    with pytest.raises(ValueError, match="is fp32 but s0.l0"):
+        space.parse(text)
+    for bad, match in ((["s9.l0"], "unknown unit 's9.l0'"), (["head", "head"], "names 'head' more than once"),
+                       ("head", "must be a list")):
+        with pytest.raises(ValueError, match=match):
+            ordered_space(name, bad)
+    with pytest.raises(ValueError, match="needs 'precision_order'"):
+        precision_space(name, "ordered")
+    with pytest.raises(ValueError, match="needs precision_granularity: ordered"):
+        make_space(name, **BASE[name], precisions=["fp32", "int8"], precision_order=["head"])

@@ -8,8 +8,9 @@ import pytest
 from nas.accuracy import TrainSettings, calibration_inputs, seeded_build, train_candidate
 from nas.cli import main
 from nas.data import load_dataset
-from nas.export import export_model
+from nas.export import export_int8, export_model
 from search_spaces import make_space
+from tests.hardware.test_quantize import weight_scale_sizes
 
 OPTIONS = {"resolutions": [32], "widths": [1.0], "depths": [2], "kernels": [3], "expansions": [4], "num_classes": 10}
 
@@ -39,6 +40,12 @@ def test_an_int8_arch_exports_its_quantized_model(trained, tmp_path):
     assert not any(n.op_type == "QuantizeLinear" for n in onnx.load(tmp_path / "model.onnx").graph.node)
     assert {p.key: p.value for p in quantized.metadata_props}["arch"] == str(arch)
     assert "model.int8.onnx" in (tmp_path / "README.md").read_text()
+    # a per-tensor target's model: one scale per kernel, and the scheme says so
+    info = export_int8(space, model, arch, tmp_path / "per_tensor.onnx", calibration_inputs(splits.train),
+                       {"arch": str(arch)}, "per_tensor")
+    assert "per-tensor" in info["scheme"] and info["top1_agreement"] >= 0.9
+    assert weight_scale_sizes((tmp_path / "per_tensor.onnx").read_bytes()) == {1}
+    assert max(weight_scale_sizes((tmp_path / "model.int8.onnx").read_bytes())) > 1
 
 
 def test_quantize_picks_an_assignment_within_the_budget(trained, tmp_path, capsys):
@@ -60,10 +67,21 @@ def test_quantize_picks_an_assignment_within_the_budget(trained, tmp_path, capsy
     assert report["arch"].count("_int8") == report["int8_units"] and "fp32" in out
     if report["int8_units"]:
         assert (tmp_path / "model.mixed.onnx").is_file()
+    # the printed order, as a space option, makes a search that proposes exactly its prefixes
+    printed = out.split("precision_order: [")[1].split("]")[0].split(", ")
+    assert printed == report["order"]
+    ordered = make_space("mbv3", **OPTIONS, precisions=["fp32", "int8"], precision_granularity="ordered",
+                         precision_order=printed)
+    assert str(ordered.parse(report["arch"])) == report["arch"]
+    assert ordered.encode(ordered.parse(report["arch"]))["int8_units"] == report["int8_units"]
     # a zero budget keeps only what loses nothing
     assert main(args + ["--max-drop", "0"]) == 0
     report = json.loads((tmp_path / "quantize.json").read_text())
     assert report["accuracy"]["mixed"] >= report["accuracy"]["fp32"]
+    # a per-tensor target: the scheme is recorded with the result
+    assert main(args + ["--max-drop", "100", "--weights", "per_tensor"]) == 0
+    report = json.loads((tmp_path / "quantize.json").read_text())
+    assert "per-tensor" in report["int8_scheme"] and report["runner"]["extra"]["int8_weights"] == "per_tensor"
 
 
 def test_quantize_errors_name_the_problem(trained, tmp_path, capsys):

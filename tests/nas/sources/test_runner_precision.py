@@ -43,6 +43,12 @@ def test_the_store_keeps_int8_and_fp32_latencies_apart(ctx):
     int8_runner = make_source({**FAST, "dtype": "int8"}, LATENCY_SOURCES, ctx, "latency")
     assert int8_runner.key != source.key
     assert ("int8", INT8_SCHEME) in int8_runner.runner.fingerprint().extra
+    # per-tensor int8 weights are another scheme: another key and another scheme name
+    per_tensor = make_source({**FAST, "int8_weights": "per_tensor"}, LATENCY_SOURCES, ctx, "latency")
+    assert per_tensor.key != source.key and per_tensor.fingerprint()["int8_scheme"] != INT8_SCHEME
+    assert "per-tensor" in per_tensor.fingerprint()["int8_scheme"]
+    with pytest.raises(ValueError, match="int8_weights"):
+        make_source({**FAST, "int8_weights": "per_row"}, LATENCY_SOURCES, ctx, "latency")
 
 
 def test_runners_without_an_int8_path_refuse_int8_candidates_before_preparing():
