@@ -177,7 +177,7 @@ def main() -> int:
     parser.add_argument("--max-drop", type=float, default=0.5)
     parser.add_argument("--sweep", type=float, nargs="*", default=[0.1, 0.2, 0.3],
                         help="tighter budgets also compared by int8 units reached (accuracy only)")
-    parser.add_argument("--random-orders", type=int, default=3)
+    parser.add_argument("--random-orders", type=int, default=5)
     parser.add_argument("--hessian-batches", type=int, default=4)
     parser.add_argument("--hutchinson-samples", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=10)

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from hardware.quantize import check_weight_granularity
 from nas.options import PATH
 
 
@@ -28,10 +29,13 @@ class TrainSettings:
     workers: int = 0
     #: torch intra-op threads while training (None leaves torch's default)
     threads: int | None = None
+    #: weight scales of int8 layers when scoring a space's int8 variants (the target's scheme)
+    int8_weights: str = "per_channel"
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.workers < 0:
             raise ValueError("epochs and batch_size must be >= 1, lr > 0, workers >= 0")
+        check_weight_granularity(self.int8_weights, "int8_weights")
 
 
 def arch_seed(seed: int, arch_text: str) -> int:

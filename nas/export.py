@@ -203,10 +203,11 @@ def onnx_metadata(record: Mapping[str, Any], metrics: Mapping[str, Any], weights
 def export_model(space: SearchSpace, model, arch: Any, folder: str | Path, metrics: Mapping[str, Any] | None = None,
                  weights: str = "random-init", dataset: str | None = None, accuracy_kind: str | None = None,
                  latency: Mapping[str, Any] | None = None, rank: int = 0,
-                 calibration: list | None = None) -> Exported:
+                 calibration: list | None = None, int8_weights: str = "per_channel") -> Exported:
     """Write one export folder (see the module doc) for ``model``; ``metrics`` is the
     run's front row, ``latency`` the recipe's ``latency:`` section, ``calibration`` the
-    input batches int8 layers are calibrated on (``None``: seeded synthetic inputs)."""
+    input batches int8 layers are calibrated on (``None``: seeded synthetic inputs), with
+    ``int8_weights`` scales."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     metrics = dict(metrics or {})
@@ -223,7 +224,7 @@ def export_model(space: SearchSpace, model, arch: Any, folder: str | Path, metri
                                 metadata=onnx_metadata(record, metrics, weights))
     if space.int8_modules(arch):
         record["int8"] = export_int8(space, model, arch, folder / "model.int8.onnx", calibration,
-                                     onnx_metadata(record, metrics, weights))
+                                     onnx_metadata(record, metrics, weights), int8_weights)
         atomic_write_text(folder / "arch.json", json.dumps(record, indent=2, default=str))
     space.export_extras(model, arch, folder)
     write_model_card(folder)
@@ -320,7 +321,7 @@ def _export_one(space: SearchSpace, accuracy, rank: int, row: dict[str, Any], fo
     kind = getattr(accuracy, "kind", None)
     calibration = accuracy.calibration_inputs(arch) if space.int8_modules(arch) else None
     return export_model(space, model.eval(), arch, folder, row, weights, accuracy_dataset(accuracy),
-                        kind, latency, rank, calibration)
+                        kind, latency, rank, calibration, accuracy.int8_weights() or "per_channel")
 
 
 def finetune_bundle(space: SearchSpace, model, arch: Any, folder: str | Path, record: Mapping[str, Any]) -> float:

@@ -237,6 +237,10 @@ class Search:
                 raise
             except (KeyError, ValueError) as exc:
                 raise RecipeError(f"{where}: {exc.args[0] if exc.args else exc}") from None
+            timed, scored = self.latency.int8_weights(), self.accuracy.int8_weights()
+            if self.space.searches_precision and timed and scored and timed != scored:
+                raise RecipeError(f"{where}: latency times int8 layers with {timed} weights but accuracy scores "
+                                  f"them with {scored}: set the same int8_weights in both sections")
             if self.screen_factor > 1 and isinstance(sampler, AgingEvolutionSampler) and sampler.screen_with(
                     self.latency.evaluate, list(self.latency.metrics),
                     {m: b for m, b in recipe.search.constraints.items() if m in self.latency.metrics},

@@ -157,6 +157,13 @@ class ObjectiveSource(abc.ABC):
         ``None`` when there is nothing to warn about.  The search logs it at start."""
         return None
 
+    def int8_weights(self) -> str | None:
+        """The weight scales (:data:`hardware.quantize.WEIGHT_GRANULARITIES`) of the int8
+        layers this source times or scores, or ``None`` when it quantizes nothing (a
+        predictor, a table); the search refuses a latency and an accuracy source that
+        quantize differently."""
+        return None
+
     def trained_model(self, arch: Any):
         """The candidate with the weights whose accuracy was estimated, or ``None``
         when this source has no weights (export then writes the initialisation)."""

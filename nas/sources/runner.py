@@ -128,6 +128,9 @@ class RunnerLatency(CachedSource, LatencySource):
         return {"kind": self.kind, **self.runner.fingerprint().to_dict(), "protocol": asdict(self.protocol),
                 **int8_identity(self.ctx.space, self.runner.int8_scheme())}
 
+    def int8_weights(self) -> str:
+        return self.runner.int8_weights
+
     def anchor_archs(self) -> dict[str, Any]:
         """The space's anchors: smallest, median, largest (by MACs) of a seeded pool."""
         if self.options.anchors == 0:

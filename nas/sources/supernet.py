@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from hardware.quantize import check_weight_granularity, int8_scheme
 from nas.accuracy import calibration_inputs, candidate_accuracy
 from nas.options import PATH, path_except
 from nas.sources.base import (ACCURACY_SOURCES, MAXIMIZE, AccuracySource, CachedSource, Chunk, RunContext,
@@ -56,10 +57,13 @@ class SupernetOptions:
     root: str | None = field(default=None, metadata=PATH)
     workers: int = 0
     device: str = "cpu"
+    #: weight scales of int8 layers when scoring a space's int8 variants (the target's scheme)
+    int8_weights: str = "per_channel"
 
     def __post_init__(self):
         if not self.supernet:
             raise ValueError(f"supernet: expected a checkpoint path or {RUN_SPEC!r}")
+        check_weight_granularity(self.int8_weights, "int8_weights")
         for key, low in (("calib_batches", 1), ("batch_size", 1), ("workers", 0)):
             if getattr(self, key) < low:
                 raise ValueError(f"{key}: expected an integer >= {low}, got {getattr(self, key)!r}")
@@ -99,11 +103,15 @@ class SupernetAccuracy(CachedSource, AccuracySource):
                                          calib_batches=self.calib_batches, batch_size=self.batch_size,
                                          seed=ctx.seed, workers=options.workers, device=self.device)
         self._sha1 = file_sha1(checkpoint)
+        self.weights_scheme = options.int8_weights
 
     def fingerprint(self) -> dict[str, Any]:
         return {"kind": self.kind, "checkpoint_sha1": self._sha1, "calib_batches": self.calib_batches,
                 "batch_size": self.batch_size, "dataset": self.dataset, "root": self.root,
-                "seed": self.ctx.seed, **int8_identity(self.ctx.space)}
+                "seed": self.ctx.seed, **int8_identity(self.ctx.space, int8_scheme(self.weights_scheme))}
+
+    def int8_weights(self) -> str:
+        return self.weights_scheme
 
     def _float_text(self, arch) -> str:
         """The string of ``arch``'s float network (``arch`` an arch or its string): the
@@ -141,7 +149,8 @@ class SupernetAccuracy(CachedSource, AccuracySource):
                 else:
                     splits = self.evaluator.splits(self.evaluator.resolution(self.supernet.parse(float_text)))
                     accuracy = candidate_accuracy(space, space.parse(text), self.trained_model(text), splits,
-                                                  self.batch_size * 4, self.calibration_inputs(text))
+                                                  self.batch_size * 4, self.calibration_inputs(text),
+                                                  self.weights_scheme)
                 yield Chunk({text: {"accuracy": accuracy}})
                 bar.update(1)
 

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping
 from nas.accuracy import (TrainSettings, arch_seed, calibration_inputs, candidate_accuracy, seeded_build,
                           train_candidate)
 from nas.data import load_dataset
+from hardware.quantize import int8_scheme
 from nas.sources.base import (ACCURACY_SOURCES, MAXIMIZE, AccuracySource, CachedSource, Chunk, RunContext,
                               int8_identity, make_progress)
 
@@ -36,7 +37,13 @@ class TrainAccuracy(CachedSource, AccuracySource):
         settings = asdict(self.settings)
         settings.pop("workers")  # loader workers do not change results
         settings.pop("threads")
-        return {"kind": self.kind, "seed": self.ctx.seed, **settings, **int8_identity(self.ctx.space)}
+        # part of the scheme below, and only for spaces with int8 layers (float keys stay as they were)
+        weights = settings.pop("int8_weights")
+        return {"kind": self.kind, "seed": self.ctx.seed, **settings,
+                **int8_identity(self.ctx.space, int8_scheme(weights))}
+
+    def int8_weights(self) -> str:
+        return self.settings.int8_weights
 
     def _splits(self, arch):
         resolution = self.ctx.space.input_shape(arch)[-1]
@@ -75,7 +82,8 @@ class TrainAccuracy(CachedSource, AccuracySource):
                 if quantized:
                     calibration = calibration_inputs(splits.train, seed=self.ctx.seed)
                     results.update({text: {"accuracy": candidate_accuracy(
-                        space, arch, model, splits, self.settings.batch_size * 4, calibration)}
+                        space, arch, model, splits, self.settings.batch_size * 4, calibration,
+                        self.settings.int8_weights)}
                         for text, arch in quantized.items()})
                 yield Chunk(results)
                 bar.update(len(variants))

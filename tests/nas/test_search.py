@@ -113,6 +113,14 @@ def test_unknown_objective_is_rejected(tmp_path):
         run_search(recipe, progress=False)
 
 
+def test_latency_and_accuracy_must_quantize_int8_weights_alike(tmp_path):
+    space = {**tiny_recipe(tmp_path)["space"], "precisions": ["fp32", "int8"]}
+    recipe = tiny_recipe(tmp_path, space=space, latency__int8_weights="per_tensor")
+    with pytest.raises(ValueError, match="per_tensor weights but accuracy scores them with per_channel"):
+        run_search(recipe, progress=False)
+    assert not (tmp_path / "run" / "recipe.yaml").exists()
+
+
 def _rows(store_path):
     con = sqlite3.connect(store_path)
     try:
