@@ -199,7 +199,7 @@ class SearchSpace(abc.ABC):
         return torch.randn(self.input_shape(arch, batch_size), generator=generator)
 
     # --- numeric precision (optional: spaces without a precision axis keep these) ----
-    #: what precision decisions cover: ``layer``, ``stage`` or ``suffix`` (:data:`GRANULARITIES`)
+    #: what precision decisions cover: ``layer``, ``stage``, ``suffix`` or ``ordered`` (:data:`GRANULARITIES`)
     precision_granularity: str = "layer"
 
     #: ``ordered`` granularity: unit names, least sensitive first (every layer slot and the head)

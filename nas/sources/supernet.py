@@ -103,15 +103,15 @@ class SupernetAccuracy(CachedSource, AccuracySource):
                                          calib_batches=self.calib_batches, batch_size=self.batch_size,
                                          seed=ctx.seed, workers=options.workers, device=self.device)
         self._sha1 = file_sha1(checkpoint)
-        self.weights_scheme = options.int8_weights
+        self._int8_weights = options.int8_weights
 
     def fingerprint(self) -> dict[str, Any]:
         return {"kind": self.kind, "checkpoint_sha1": self._sha1, "calib_batches": self.calib_batches,
                 "batch_size": self.batch_size, "dataset": self.dataset, "root": self.root,
-                "seed": self.ctx.seed, **int8_identity(self.ctx.space, int8_scheme(self.weights_scheme))}
+                "seed": self.ctx.seed, **int8_identity(self.ctx.space, int8_scheme(self._int8_weights))}
 
     def int8_weights(self) -> str:
-        return self.weights_scheme
+        return self._int8_weights
 
     def _float_text(self, arch) -> str:
         """The string of ``arch``'s float network (``arch`` an arch or its string): the
@@ -150,7 +150,7 @@ class SupernetAccuracy(CachedSource, AccuracySource):
                     splits = self.evaluator.splits(self.evaluator.resolution(self.supernet.parse(float_text)))
                     accuracy = candidate_accuracy(space, space.parse(text), self.trained_model(text), splits,
                                                   self.batch_size * 4, self.calibration_inputs(text),
-                                                  self.weights_scheme)
+                                                  self._int8_weights)
                 yield Chunk({text: {"accuracy": accuracy}})
                 bar.update(1)
 
