@@ -4,8 +4,9 @@ A MobileNetV3 from the quickstart's space (resolution 48, width 1; the
 quickstart searches resolutions 32/48) is trained by this script on the
 embedded ``digits_distorted`` set (8,628 training and 3,590 validation images:
 one image moves accuracy by 0.03 points, so a 0.5-point budget is resolvable;
-plain ``digits`` has 359 and steps of 0.28) for 12 epochs (about 16 minutes
-here; the weights are kept in ``--cache``, so a rerun skips training), or taken
+plain ``digits`` has 359 and steps of 0.28) for 12 epochs (about 6 minutes on
+a quiet machine here; the weights are kept in ``--cache``, so a rerun skips
+training), or taken
 from an export folder (``--export RUN/export/1``, then on the export's dataset).
 Then, for each int8 weight scheme in ``--weights`` (per output channel, ONNX
 Runtime's default and this project's; per tensor, what targets with one weight

@@ -20,7 +20,8 @@ A candidate whose arch runs some layers in int8 (a space's precision axis) is
 quantized explicitly instead: those layers' nodes get Q/DQ pairs
 (:func:`hardware.quantize.quantize_int8` with symmetric int8 activations, the
 form TensorRT accepts; seeded synthetic calibration, as kernel speed does not
-depend on the scales), and TensorRT builds int8 kernels exactly there.
+depend on the scales), and TensorRT builds int8 kernels exactly there, in a
+strongly typed network where the version has them (10+).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 
 from hardware.base import Fingerprint, RunnerOptions, TimedRunner
 from hardware.cuda_runner import BackendUnavailable, canonical_dtype
+from hardware.quantize import export_quantized, synthetic_calibration
 
 TENSORRT_HINT = "pip install hwnas[tensorrt]  (installs tensorrt and cuda-python)"
 ORT_GPU_HINT = ("pip install onnxruntime-gpu  (it replaces the CPU-only onnxruntime package; "
@@ -156,11 +158,12 @@ class TensorRTRunner(TimedRunner):
 
     def prepare_int8(self, model, example, int8_modules):
         """An engine of the float32 export with ``int8_modules`` under Q/DQ pairs (explicit
-        quantization; the rest runs in the runner's dtype)."""
-        from hardware.quantize import export_quantized, synthetic_calibration
-
+        quantization; the rest in fp32, so a float16 runner refuses)."""
         if self.dtype == "int8":
             return self.prepare(model, example)
+        if self.dtype == "float16":
+            raise ValueError("runner 'tensorrt': int8 layers are timed beside fp32 ones; a candidate with int8 "
+                             "layers needs dtype float32")
         array = example.numpy()
         data = export_quantized(model, example, synthetic_calibration(array), tuple(int8_modules),
                                 activations="s8_symmetric", opset=self.opset)
@@ -172,6 +175,12 @@ class TensorRTRunner(TimedRunner):
         flags = 0
         if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and trt.__version__.startswith("8."):
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        # Q/DQ graphs build strongly typed where TensorRT can (10+: the recommended form; each
+        # tensor keeps the graph's type, so no precision flag may be set); before that, weakly
+        # typed with the INT8 flag
+        strongly_typed = explicit_int8 and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+        if strongly_typed:
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, self._logger)
         if not parser.parse(data):
@@ -181,15 +190,14 @@ class TensorRTRunner(TimedRunner):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_mb << 20)
         if self.optimization_level is not None:
             config.builder_optimization_level = self.optimization_level
-        if self.dtype in ("float16", "int8") and hasattr(trt.BuilderFlag, "FP16"):
+        if self.dtype in ("float16", "int8") and hasattr(trt.BuilderFlag, "FP16") and not strongly_typed:
             config.set_flag(trt.BuilderFlag.FP16)
         if self.dtype == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
             shape = tuple(network.get_input(0).shape)
             config.int8_calibrator = _random_calibrator(trt, self._cudart, network.get_input(0).name, shape)
-        elif explicit_int8 and hasattr(trt.BuilderFlag, "INT8"):
-            # Q/DQ scales are in the graph: no calibrator; TensorRT 11's strongly typed
-            # networks take the Q/DQ nodes as they are and have no flag to set
+        elif explicit_int8 and not strongly_typed:
+            # Q/DQ scales are in the graph: no calibrator
             config.set_flag(trt.BuilderFlag.INT8)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:

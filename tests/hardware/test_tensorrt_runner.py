@@ -67,6 +67,15 @@ def test_tensorrt_engine_is_built_and_timed(dtype):
     assert set(got) == {"w8", "w128"} and all(m.latency_ms > 0 for m in got.values())
 
 
+def test_a_float16_tensorrt_runner_refuses_int8_layers_before_building():
+    # int8 layers are timed beside fp32 ones; refused before TensorRT is even imported
+    runner = make_runner("tensorrt", dtype="fp16")
+    assert runner.supports_int8
+    model, example = candidates()[0].build()
+    with pytest.raises(ValueError, match="needs dtype float32"):
+        runner.prepare_int8(model, example, ("2",))
+
+
 @pytest.mark.tensorrt
 @pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason="needs TensorRT and a CUDA device")
 def test_tensorrt_times_layers_quantized_by_q_dq_nodes():
