@@ -120,6 +120,7 @@ def run_lut(args) -> int:
     from nas.commands import parse_key_values
     from predictors.baselines import LayerLUT
     from predictors.data import read_measurements
+    from predictors.protocol import mape
     from predictors.quality import cross_validated_quality, spearman
     from search_spaces import make_space
 
@@ -136,7 +137,7 @@ def run_lut(args) -> int:
     lut.fit(archs, latency)
     fitted = lut.predict(archs)
     print(f"lookup table of {len(lut.costs)} layer keys from {len(latency)} measurements; in-sample Spearman "
-          f"{spearman(fitted, latency):.3f}, MAPE {float(abs(fitted - latency).mean() / latency.mean()) * 100:.1f}%")
+          f"{spearman(fitted, latency):.3f}, MAPE {mape(fitted, latency):.1f}%")
     path = lut.save(args.out)
     print(f"-> {path} (latency: {{predictor: {path}}}; archs with a layer key not measured are refused)")
     return 0

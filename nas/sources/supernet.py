@@ -126,10 +126,11 @@ class SupernetAccuracy(CachedSource, AccuracySource):
         mode); export quantizes its int8 layers as :meth:`compute` did."""
         return self.evaluator.model(self._float_text(arch)).cpu().eval()
 
+    def _splits(self, float_text: str):
+        return self.evaluator.splits(self.evaluator.resolution(self.supernet.parse(float_text)))
+
     def calibration_inputs(self, arch) -> list:
-        float_arch = self.supernet.parse(self._float_text(arch))
-        return calibration_inputs(self.evaluator.splits(self.evaluator.resolution(float_arch)).train,
-                                  seed=self.ctx.seed)
+        return calibration_inputs(self._splits(self._float_text(arch)).train, seed=self.ctx.seed)
 
     def check(self, archs: Sequence[Any]) -> None:
         for arch in archs:
@@ -147,9 +148,11 @@ class SupernetAccuracy(CachedSource, AccuracySource):
                 if float_text == text:
                     accuracy = self.evaluator.accuracy(text)
                 else:
-                    splits = self.evaluator.splits(self.evaluator.resolution(self.supernet.parse(float_text)))
-                    accuracy = candidate_accuracy(space, space.parse(text), self.trained_model(text), splits,
-                                                  self.batch_size * 4, self.calibration_inputs(text),
+                    # the float network's data, looked up once for the split and the calibration slice
+                    splits = self._splits(float_text)
+                    accuracy = candidate_accuracy(space, space.parse(text), self.trained_model(float_text), splits,
+                                                  self.batch_size * 4,
+                                                  calibration_inputs(splits.train, seed=self.ctx.seed),
                                                   self._int8_weights)
                 yield Chunk({text: {"accuracy": accuracy}})
                 bar.update(1)

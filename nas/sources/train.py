@@ -13,10 +13,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from hardware.quantize import int8_scheme
 from nas.accuracy import (TrainSettings, arch_seed, calibration_inputs, candidate_accuracy, seeded_build,
                           train_candidate)
 from nas.data import load_dataset
-from hardware.quantize import int8_scheme
 from nas.sources.base import (ACCURACY_SOURCES, MAXIMIZE, AccuracySource, CachedSource, Chunk, RunContext,
                               int8_identity, make_progress)
 
