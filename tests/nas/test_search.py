@@ -125,6 +125,11 @@ def _rows(store_path):
     con = sqlite3.connect(store_path)
     try:
         return {(k, a): c for k, a, c in con.execute("SELECT source_key, arch, created FROM results")}
+    except sqlite3.OperationalError as err:
+        # the search opens the file before it creates its tables: a poll in between sees no table yet
+        if "no such table" not in str(err):
+            raise
+        return {}
     finally:
         con.close()
 
