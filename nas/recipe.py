@@ -42,13 +42,15 @@ class SpaceSection:
 class ScreenSection:
     """Cheap-objective screening (``search.screen``): ask the controller for ``factor``
     times the batch, evaluate the (cheap) latency source on all of them and send only the
-    most promising batch to the accuracy source; ``factor: 1`` (the default) is off.  Aging
-    evolution with one objective or with constraints on cheap metrics screens its own
-    proposals instead (``search.options.pool`` candidates each; see ``nas.search``)."""
-    factor: int = 1
+    most promising batch to the accuracy source; ``factor: 1`` is off.  Aging evolution
+    screens its own proposals instead where it can (one objective, constraints on cheap
+    metrics, or accuracy and latency; ``search.options.pool`` candidates each, see
+    ``nas.search``).  Unset (the default): evolution screens its own proposals whenever
+    the latency source is cheap, and nothing else screens."""
+    factor: int | None = None
 
     def __post_init__(self):
-        if self.factor < 1:
+        if self.factor is not None and self.factor < 1:
             raise ValueError(f"factor must be >= 1, got {self.factor}")
 
 
@@ -83,7 +85,7 @@ class SearchSection:
     constraints: dict = field(default_factory=dict)
     #: controller options (population, sample_size, ...)
     options: dict = field(default_factory=dict)
-    #: cheap-objective screening, e.g. ``{factor: 4}``; needs a cheap latency source
+    #: cheap-objective screening, e.g. ``{factor: 4}`` (needs a cheap latency source) or ``{factor: 1}`` (off)
     #: (predictor, device, table); only candidates sent to the accuracy source count as trials
     screen: ScreenSection = field(default_factory=ScreenSection)
     #: a named analytic device (``analytic_<family>_<NN>``, :mod:`hardware.analytic`): its

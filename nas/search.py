@@ -18,10 +18,13 @@ feasible, then not predicted dominated by the front) goes on; the others are
 told to the study as PRUNED with their latency recorded, so the controller
 never proposes them again, and do not count as trials.  Only candidates sent
 to the accuracy source (the expensive evaluation) are trials.  Aging evolution
-screens its own proposals instead when the recipe has one objective or
-constraints on the cheap metrics (``AgingEvolutionSampler.screen_with``): each
-proposal is picked from hundreds of candidates by their exact cheap metrics and
-a Gaussian-process estimate of the expensive objective, so nothing is pruned.
+screens its own proposals instead when the recipe has one objective, constraints
+on the cheap metrics, or one expensive and one cheap objective
+(``AgingEvolutionSampler.screen_with``): each proposal is picked from thousands
+of candidates by their exact cheap metrics and a Gaussian-process estimate of
+the expensive objective, so nothing is pruned.  With ``factor`` unset (the
+default) evolution does so whenever the latency source is cheap, and nothing
+else screens; ``factor: 1`` turns screening off.
 
 Warm start (``search.warm_start``): a new study is seeded with another run's
 front, enqueued as the first trials (they skip screening).
@@ -208,7 +211,10 @@ class Search:
                                       recipe.seed, (0, self.directions[0]))
         except (KeyError, ValueError) as exc:
             raise RecipeError(f"{where}: search: {exc.args[0] if exc.args else exc}") from None
-        self.screen_factor = recipe.search.screen.factor
+        factor = recipe.search.screen.factor
+        self.screen_factor = 1 if factor is None else factor
+        #: whether cheap objectives screen proposals (batches, or evolution's own pools)
+        self.screening = self.screen_factor > 1
         if self.screen_factor > 1 and not latency_cls.cheap:
             cheap = sorted(k for k in LATENCY_SOURCES.names() if LATENCY_SOURCES.get(k).cheap)
             raise RecipeError(f"{where}: search.screen: the {latency_cls.kind!r} latency source is not cheap "
@@ -241,11 +247,14 @@ class Search:
             if self.space.searches_precision and timed and scored and timed != scored:
                 raise RecipeError(f"{where}: latency times int8 layers with {timed} weights but accuracy scores "
                                   f"them with {scored}: set the same int8_weights in both sections")
-            if self.screen_factor > 1 and isinstance(sampler, AgingEvolutionSampler) and sampler.screen_with(
+            # unset factor: evolution screens its own proposals whenever latency is cheap
+            if (self.screening or (factor is None and latency_cls.cheap)) and isinstance(
+                    sampler, AgingEvolutionSampler) and sampler.screen_with(
                     self.latency.evaluate, list(self.latency.metrics),
                     {m: b for m, b in recipe.search.constraints.items() if m in self.latency.metrics},
                     self.objectives):
                 self.screen_factor = 1  # evolution screens its own proposals, from a far larger pool
+                self.screening = True
             write_resolved(recipe, self.run_dir)
             self._open_study(sampler, where)
             undo.pop_all()
@@ -376,7 +385,7 @@ class Search:
                         deepcopy=False, states=(TrialState.RUNNING,)) if t._trial_id in mine],
                                    self.recipe.search.heartbeat.retries)
                 raise
-        if self.recipe.search.screen.factor > 1 and self.progress:
+        if self.screening and self.progress:
             done, out = self.completed(), self.screened_out()
             print(f"screening: {done} expensive evaluations (trials), {done + out} cheap ones "
                   f"({out} candidates screened out)")

@@ -5,8 +5,8 @@ import pytest
 from optuna.trial import create_trial
 
 from nas.controllers import (ARCH_ATTR, CONSTRAINTS_ATTR, AgingEvolutionSampler, GPSurrogate, crowding_distances,
-                             make_controller, pareto_ranks, record_constraints, screen, selection_keys,
-                             suggest_arch)
+                             expected_hypervolume_improvement, make_controller, pareto_ranks, record_constraints,
+                             screen, selection_keys, suggest_arch)
 from search_spaces import SPACES, make_space
 
 
@@ -266,12 +266,41 @@ def test_gp_surrogate_ranks_unseen_cells_and_knows_where_it_has_not_looked():
     gp = GPSurrogate(s)
     mean, sd = gp.fit_predict(seen, no_trend[0], y, unseen, no_trend[1])
     assert np.corrcoef(mean, [truth(t) for t in unseen])[0, 1] > 0.7  # measured 0.79
+    # it models the normal scores of the targets: a long tail of bad values sets no scale
+    scores = gp.scores(y)
+    assert np.array_equal(np.argsort(scores, kind="stable"), np.argsort(y, kind="stable"))
+    tail = y.copy()
+    tail[0] = y.min() - 1000.0  # a chance-level outlier: only its own score moves
+    moved = gp.scores(tail)
+    assert np.allclose(np.delete(moved, 0), np.delete(gp.scores(np.where(np.arange(len(y)) == 0, y.min() - 1, y)), 0))
     at_data = gp.fit_predict(seen, no_trend[0], y, seen[:20], np.zeros((20, 0)))
-    assert np.allclose(at_data[0], y[:20], atol=0.5) and at_data[1].mean() < sd.mean()
+    assert np.allclose(at_data[0], scores[:20], atol=0.3) and at_data[1].mean() < sd.mean()
     # the trend carries a cheap metric beyond the data: cost 10x any seen one predicts more
     cost = y[:, None] + 1.0
     far = gp.fit_predict(seen, np.log(cost), y, unseen[:1], np.log([[10.0 * cost.max()]]))[0]
-    assert far[0] > y.max()
+    assert far[0] > scores.max()
+
+
+def test_expected_hypervolume_improvement_matches_monte_carlo():
+    front = np.array([[1.0, 0.0], [2.0, 1.0], [4.0, 1.5]])  # (cost, value): cost minimised
+    ref = (5.0, -1.0)
+    cost = np.array([0.5, 1.5, 3.0, 4.5, 6.0])
+    mean = np.array([-0.5, 1.2, 1.0, 2.0, 3.0])
+    sd = np.array([0.3, 0.5, 1.0, 0.2, 1.0])
+    exact = expected_hypervolume_improvement(cost, mean, sd, front, ref)
+    values = np.random.default_rng(0).normal(mean, sd, size=(200_000, len(cost)))
+    # improvement of one point: area between it and the staircase, up to the reference cost
+    xs = np.linspace(0.0, ref[0], 5001)[:-1] + ref[0] / 10000
+    level = np.array([max([ref[1]] + [v for c, v in front if c <= x]) for x in xs])
+    width = ref[0] / 5000
+    mc = [np.mean(np.maximum(0.0, values[:, [i]] - level[None, xs >= cost[i]]).sum(1) * width)
+          for i in range(len(cost))]
+    assert np.allclose(exact, mc, rtol=0.02, atol=1e-3)
+    assert exact[-1] == 0.0  # beyond the reference cost: nothing to gain
+    # a sure point on the front adds nothing; one above it adds the step's area
+    on = expected_hypervolume_improvement(np.array([2.0]), np.array([1.0]), np.array([1e-9]), front, ref)
+    above = expected_hypervolume_improvement(np.array([2.0]), np.array([1.5]), np.array([1e-9]), front, ref)
+    assert on[0] == pytest.approx(0.0, abs=1e-9) and above[0] == pytest.approx(0.5 * 2.0)
 
 
 def test_screening_evolution_proposes_only_feasible_unseen_archs():
@@ -297,6 +326,11 @@ def test_screening_evolution_proposes_only_feasible_unseen_archs():
     assert len(set(archs)) == 40  # never a repeat
     assert all(latency(s.parse(a)) <= 6.0 for a in archs)
     assert sampler.cheap_evaluations == sum(calls) > 40 * 8
-    # several objectives and no bounds: it leaves screening to the search loop
-    other = AgingEvolutionSampler(s, seed=0, primary=(0, "maximize"))
-    assert not other.screen_with(evaluate, ["latency_ms"], {}, ["accuracy", "latency_ms"])
+    # one expensive and one cheap objective: it screens by expected hypervolume improvement;
+    # other sets of objectives without bounds: it leaves screening to the search loop
+    assert AgingEvolutionSampler(s, 0, (0, "maximize")).screen_with(evaluate, ["latency_ms"], {},
+                                                                    ["accuracy", "latency_ms"])
+    for objectives in (["accuracy", "latency_ms", "macs"], ["accuracy", "params"]):
+        other = AgingEvolutionSampler(s, seed=0, primary=(0, "maximize"))
+        assert not other.screen_with(evaluate, ["latency_ms"], {}, objectives)
+        assert other._cheap is None

@@ -73,14 +73,40 @@ def test_evolution_screens_its_own_proposals_under_constraints(tmp_path, tables,
     assert screened.screened_out > 24
     # the synthetic accuracy rises with live convolutions: the GP on the cells' paths finds
     # better feasible cells than the tournament alone in the same number of trials
-    plain = run_search(recipe(tmp_path, tables, "plain", "live", storage=":memory:", objectives=["accuracy"],
-                              constraints={"latency_ms": 12.0}, trials=24, options=options), progress=False)
+    plain = run_search(recipe(tmp_path, tables, "plain", "live", screen={"factor": 1}, storage=":memory:",
+                              objectives=["accuracy"], constraints={"latency_ms": 12.0}, trials=24, options=options),
+                       progress=False)
     best = max(r["accuracy"] for r in screened.trials)
     assert best >= max(r["accuracy"] for r in plain.trials if r["feasible"])
 
 
+def test_two_objective_evolution_screens_by_expected_hypervolume_improvement(tmp_path, tables, monkeypatch):
+    evaluated = []
+    original = TableAccuracy.evaluate
+    monkeypatch.setattr(TableAccuracy, "evaluate", lambda self, archs: evaluated.extend(archs) or
+                        original(self, archs))
+    options = {"population": 4, "pool": 64}
+    # screening is on by default: the table latency is cheap
+    screened = run_search(recipe(tmp_path, tables, "screened", "live", storage=":memory:", trials=24,
+                                 options=options), progress=False)
+    assert len(screened.trials) == 24 and len(evaluated) == 24 and screened.screened_out > 24
+    plain = run_search(recipe(tmp_path, tables, "plain", "live", screen={"factor": 1}, storage=":memory:",
+                              trials=24, options=options), progress=False)
+    assert plain.screened_out == 0
+
+    def area(rows):  # dominated area of (latency, accuracy) up to latency 20 above accuracy 50
+        front, total = sorted((r["latency_ms"], r["accuracy"]) for r in rows), 0.0
+        for (lat, acc), nxt in zip(front, [l for l, _ in front[1:]] + [20.0]):
+            best = max(a for l, a in front if l <= lat)
+            total += max(0.0, min(nxt, 20.0) - lat) * max(0.0, best - 50.0)
+        return total
+
+    assert area(screened.trials) > area(plain.trials)
+
+
 def test_screening_prints_both_counts(tmp_path, tables, capsys):
-    run_search(recipe(tmp_path, tables, screen={"factor": 3}, storage=":memory:", trials=8), progress=True)
+    run_search(recipe(tmp_path, tables, screen={"factor": 3}, storage=":memory:", trials=8, controller="tpe"),
+               progress=True)
     assert "screening: 8 expensive evaluations (trials), 24 cheap ones (16 candidates screened out)" \
         in capsys.readouterr().out
 
@@ -150,7 +176,7 @@ def test_screen_and_warm_start_are_recipe_keys_that_change_results(tmp_path, tab
     with pytest.raises(RecipeError, match=r"changed: search\.screen\.factor"):
         run_search(recipe(tmp_path, tables, trials=4, screen={"factor": 2}), progress=False)
     written = yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())
-    assert written["search"]["screen"] == {"factor": 1} and written["search"]["warm_start"] is None
+    assert written["search"]["screen"] == {"factor": None} and written["search"]["warm_start"] is None
 
 
 def test_macs_and_params_are_objectives_and_constraints(tmp_path, tables, monkeypatch):

@@ -63,21 +63,28 @@ def test_live_edges_follow_the_graph():
     assert not NB201Arch(("nor_conv_3x3",) + ("none",) * 5).connected()
 
 
-def test_structure_encoding_is_the_path_encoding(space):
+def test_structure_encoding_is_the_path_encoding_with_the_edges(space):
+    edges = 6 * 5  # one-hot decisions first, then one feature per path and op sequence
+
+    def paths(arch):
+        return space.structure_encoding(arch)[edges:]
+
     # the chain 0 -> 1 -> 2 -> 3 (conv3, conv1, skip) is one path: one feature set
     chain = NB201Arch(("nor_conv_3x3", "none", "nor_conv_1x1", "none", "none", "skip_connect"))
     code = space.structure_encoding(chain)
-    assert code.shape == (4 + 16 + 16 + 64,) and code.sum() == 1
-    # ops off every path (node 2 fed by a pool but not feeding the output) change nothing ...
+    assert code.shape == (edges + 4 + 16 + 16 + 64,) and paths(chain).sum() == 1 and code.sum() == 1 + 6
+    # ops off every path (node 2 fed by a pool but not feeding the output) change no path ...
     dead = NB201Arch(("nor_conv_3x3", "avg_pool_3x3", "none", "none", "skip_connect", "none"))
     also_dead = NB201Arch(("nor_conv_3x3", "nor_conv_1x1", "none", "none", "skip_connect", "none"))
-    assert np.array_equal(space.structure_encoding(dead), space.structure_encoding(also_dead))
-    # ... an op on a path does, and so does its position along the path
-    assert not np.array_equal(space.structure_encoding(dead), space.structure_encoding(
+    assert np.array_equal(paths(dead), paths(also_dead))
+    # ... but the edges still tell the cells apart
+    assert not np.array_equal(space.structure_encoding(dead), space.structure_encoding(also_dead))
+    # an op on a path changes it, and so does its position along the path
+    assert not np.array_equal(paths(dead), paths(
         NB201Arch(("nor_conv_1x1", "avg_pool_3x3", "none", "none", "skip_connect", "none"))))
     swapped = NB201Arch(("skip_connect", "none", "none", "none", "nor_conv_3x3", "none"))
-    assert not np.array_equal(space.structure_encoding(dead), space.structure_encoding(swapped))
-    assert not space.structure_encoding(NB201Arch(("none",) * 6)).any()
+    assert not np.array_equal(paths(dead), paths(swapped))
+    assert not paths(NB201Arch(("none",) * 6)).any()
 
 
 def test_builds_the_standard_network(space):
