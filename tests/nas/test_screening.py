@@ -35,6 +35,15 @@ def tables(tmp_path_factory):
     return folder
 
 
+@pytest.fixture
+def evaluated(monkeypatch):
+    """The archs sent to the accuracy source (the expensive evaluation), in order."""
+    archs = []
+    original = TableAccuracy.evaluate
+    monkeypatch.setattr(TableAccuracy, "evaluate", lambda self, batch: archs.extend(batch) or original(self, batch))
+    return archs
+
+
 def recipe(tmp_path, tables, name="run", column="cifar10", **search):
     return {"name": "screen", "seed": 0, "space": {"name": "nb201"},
             "latency": {"table": str(tables / "lat.csv"), "column": "dev"},
@@ -43,11 +52,7 @@ def recipe(tmp_path, tables, name="run", column="cifar10", **search):
             "output": str(tmp_path / name), "store": str(tmp_path / "store.db")}
 
 
-def test_screening_counts_only_expensive_evaluations(tmp_path, tables, monkeypatch):
-    evaluated = []
-    original = TableAccuracy.evaluate
-    monkeypatch.setattr(TableAccuracy, "evaluate", lambda self, archs: evaluated.extend(archs) or
-                        original(self, archs))
+def test_screening_counts_only_expensive_evaluations(tmp_path, tables, evaluated):
     result = run_search(recipe(tmp_path, tables, screen={"factor": 4}, storage=":memory:", controller="tpe",
                                constraints={"latency_ms": 12.0}), progress=False)
     # 16 trials = 16 accuracy (expensive) evaluations; 4 x 4 candidates per batch of 4
@@ -57,11 +62,7 @@ def test_screening_counts_only_expensive_evaluations(tmp_path, tables, monkeypat
     assert all(r["feasible"] and r["latency_ms"] <= 12.0 for r in result.trials)
 
 
-def test_evolution_screens_its_own_proposals_under_constraints(tmp_path, tables, monkeypatch):
-    evaluated = []
-    original = TableAccuracy.evaluate
-    monkeypatch.setattr(TableAccuracy, "evaluate", lambda self, archs: evaluated.extend(archs) or
-                        original(self, archs))
+def test_evolution_screens_its_own_proposals_under_constraints(tmp_path, tables, evaluated):
     options = {"population": 4, "pool": 64}
     screened = run_search(recipe(tmp_path, tables, "screened", "live", screen={"factor": 4}, storage=":memory:",
                                  objectives=["accuracy"], constraints={"latency_ms": 12.0}, trials=24,
@@ -80,11 +81,7 @@ def test_evolution_screens_its_own_proposals_under_constraints(tmp_path, tables,
     assert best >= max(r["accuracy"] for r in plain.trials if r["feasible"])
 
 
-def test_two_objective_evolution_screens_by_expected_hypervolume_improvement(tmp_path, tables, monkeypatch):
-    evaluated = []
-    original = TableAccuracy.evaluate
-    monkeypatch.setattr(TableAccuracy, "evaluate", lambda self, archs: evaluated.extend(archs) or
-                        original(self, archs))
+def test_two_objective_evolution_screens_by_expected_hypervolume_improvement(tmp_path, tables, evaluated):
     options = {"population": 4, "pool": 64}
     # screening is on by default: the table latency is cheap
     screened = run_search(recipe(tmp_path, tables, "screened", "live", storage=":memory:", trials=24,
