@@ -26,15 +26,15 @@ expensive (accuracy) evaluations; its cheap (latency) evaluations are printed be
 ``evolution-unscreened`` is the same controller with ``search.screen: {factor: 1}``: the
 tournament's child is proposed.  Random search is the baseline of the same run.
 
-Measured (full run, 5 seeds x 6 devices, 200 trials; 24.5 min on 2 cores): hv ratio
+Measured (full run, 5 seeds x 6 devices, 200 trials; 24 min on 2 cores): hv ratio
 evolution 0.9872, evolution-unscreened 0.9781, tpe 0.9696, nsga2 0.9513, random 0.9271;
-regret@p25 evolution 0.13 pt (0.01 at p10, 0.03 at p50), evolution-unscreened 0.60, tpe
+regret@p25 evolution 0.06 pt (0.02 at p10, 0.03 at p50), evolution-unscreened 0.60, tpe
 0.70, nsga2 0.92, random 0.91.  Short of the targets (hv 0.99, regret 0.05): on raspi4
-exactly one cell under the p25 budget holds a 3x3 convolution, no other feasible cell
-shows the GP what one is worth, and 3 of 5 seeds miss it (0.83 pt; regret@p25 over the
-other five devices 0.05).
+exactly one cell under the p25 budget holds a 3x3 convolution and no other feasible cell
+shows the GP what one is worth (1 of 5 seeds misses it by 0.83 pt); pixel2 (hv 0.9725)
+and fpga (0.9819) time in coarse steps, each step's best cell a needle of its own.
 
-    python benchmarks/search_quality.py                       # full: 25 min on 2 cores
+    python benchmarks/search_quality.py                       # full: 24 min on 2 cores
     python benchmarks/search_quality.py --seeds 2 --devices fpga,pixel2 --trials 50,100
 """
 from __future__ import annotations
