@@ -34,6 +34,7 @@ from hardware.onnx_io import export_onnx
 
 #: how int8 weights may be scaled: one scale per output channel (the default) or per tensor
 WEIGHT_GRANULARITIES = ("per_channel", "per_tensor")
+
 #: activation types: unsigned with a zero point (what ONNX Runtime's CPU kernels run fastest),
 #: or signed and symmetric (zero point 0: the only Q/DQ form TensorRT's explicit
 #: quantization accepts)

@@ -556,7 +556,7 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
                 arch = self.space.sample(rng)
                 drawn.setdefault(str(arch), arch)
             if self._bounds:
-                excess = self._excess(list(drawn), drawn)
+                excess = self._excess(self._cheap_values(list(drawn), drawn))
                 drawn = {t: drawn[t] for t in sorted(drawn, key=excess.get)[:quota]}  # feasible first
             self._random_pools[number] = drawn
             for stale in [n for n in self._random_pools if n <= number - POOL_MEMORY]:
@@ -580,7 +580,7 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
             return self._novel_sample(np.random.default_rng([self.seed, number]), seen)
         order = list(pool)
         known = self._cheap_values(order, pool)
-        excess = self._excess(order, pool)
+        excess = self._excess(known)
         feasible = [t for t in order if excess[t] <= 0]
         if not feasible:  # the least infeasible
             return pool[min(order, key=excess.get)]
@@ -620,10 +620,9 @@ class AgingEvolutionSampler(optuna.samplers.BaseSampler):
             self.cheap_evaluations += len(todo)
         return {t: self._cheap_known[t] for t in order}
 
-    def _excess(self, order: list[str], archs: Mapping[str, Any]) -> dict[str, float]:
-        """Total excess of the cheap metrics of the archs ``order`` names over their bounds."""
-        known = self._cheap_values(order, archs)
-        return {t: sum(max(0.0, known[t][m] - b) for m, b in self._bounds.items()) for t in order}
+    def _excess(self, known: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+        """Total excess over their bounds of the cheap metrics ``known`` (arch string -> metrics)."""
+        return {t: sum(max(0.0, metrics[m] - b) for m, b in self._bounds.items()) for t, metrics in known.items()}
 
     def _trend(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
         """The GP's trend features: logarithms of the cheap metrics."""
