@@ -81,6 +81,9 @@ class Supernet(nn.Module):
     space_name: str = ""
     #: architectures whose skeleton/slice plan is kept (largest and smallest recur every step)
     plan_cache_size: int = 64
+    #: version of the tensor names and shapes; a subclass bumps it when they change, so a
+    #: checkpoint of the older layout is refused by name rather than by missing keys
+    layout: int = 1
 
     def __init__(self, space):
         super().__init__()

@@ -85,7 +85,7 @@ from nas.data import load_dataset
 
 from nas.supernet.config import RUNTIME_KEYS, SupernetConfig
 from nas.supernet.distributed import SINGLE, World, rank_device, wrap
-from nas.supernet.elastic import Supernet, build_supernet
+from nas.supernet.elastic import SUPERNETS, Supernet, build_supernet
 from nas.supernet.evaluate import SubnetEvaluator, select_device
 from search_spaces import make_space
 
@@ -225,8 +225,17 @@ def supernet_from_checkpoint(state: dict[str, Any]) -> Supernet:
     """Rebuild the supernet recorded in a checkpoint (``last.pt`` or ``supernet.pt``)."""
     space = make_space(state["space"], **state["space_options"])
     supernet = build_supernet(space, state["seed"])
+    if _layout(state) != supernet.layout:
+        raise ValueError(f"this supernet checkpoint holds the {state['space']} supernet's tensor layout "
+                         f"{_layout(state)}; this version of hwnas builds layout {supernet.layout}, "
+                         f"so the supernet must be trained again")
     supernet.load_state_dict(state["model"])
     return supernet.eval()
+
+
+def _layout(state: dict[str, Any]) -> int:
+    # checkpoints from before layouts were recorded all hold layout 1
+    return int(state.get("layout", 1))
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -238,13 +247,15 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 def _identity(space, config: SupernetConfig, seed: int) -> dict[str, Any]:
     weights = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_KEYS}
-    return {"space": space.name, "space_options": space.options(), "config": weights, "seed": seed}
+    return {"space": space.name, "space_options": space.options(), "config": weights, "seed": seed,
+            "layout": SUPERNETS.get(space.name).layout}
 
 
 def _check_resumable(state: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
     old = {"space": state["space"], "space_options": state["space_options"], "seed": state["seed"],
+           "layout": _layout(state),
            "config": {k: v for k, v in state["config"].items() if k not in RUNTIME_KEYS}}
-    changed = [k for k in ("space", "space_options", "seed") if old[k] != identity[k]]
+    changed = [k for k in ("space", "space_options", "seed", "layout") if old[k] != identity[k]]
     changed += [f"supernet.{k}" for k in sorted(set(old["config"]) | set(identity["config"]))
                 if old["config"].get(k) != identity["config"].get(k)]
     if changed:

@@ -25,16 +25,19 @@ SPACES = {
     "mobiledet": {"resolutions": [32], "layers_per_stage": 3, "num_classes": 10},
 }
 # small enough for a few seconds per epoch on one core: 5 steps of 256 digits
-TINY_SPACE = {"name": "mbv3", "resolutions": [12, 16], "widths": [0.5], "depths": [1, 2], "kernels": [3, 5],
-              "expansions": [3, 4], "num_classes": 10}
+TINY_SPACES = {
+    "mbv3": {"resolutions": [12, 16], "widths": [0.5], "depths": [1, 2], "kernels": [3, 5],
+             "expansions": [3, 4], "num_classes": 10},
+    "mobiledet": {"resolutions": [12, 16], "layers_per_stage": 2, "kernels": [3, 5], "expansions": [4, 8],
+                  "num_classes": 10},
+}
 TINY_SUPERNET = {"epochs": 2, "batch_size": 256, "num_random": 1, "threads": 1, "validate": False,
                  "calib_batches": 2, "warmup_epochs": 0.5}
 
 
 
-def _tiny_space():
-    options = dict(TINY_SPACE)
-    return make_space(options.pop("name"), **options)
+def _tiny_space(space_name="mbv3"):
+    return make_space(space_name, **TINY_SPACES[space_name])
 
 
 def _randomise_bn_statistics(module, seed=0):
@@ -82,6 +85,37 @@ def test_inactive_weights_get_no_gradient():
     assert pw[pw.shape[0] // 2:].abs().sum() == 0 and pw[:8].abs().sum() > 0
 
 
+def test_mobiledet_block_types_train_one_set_of_convolutions():
+    space = make_space("mobiledet", **TINY_SPACES["mobiledet"])
+    supernet = build_supernet(space, seed=0).train()
+    own = dict(supernet.named_parameters())
+    expand = "layers.s0_l0.expand"  # (16 * 8, 16, 5, 5): the largest fused expansion
+    assert own[expand].shape == (128, 16, 5, 5)
+
+    def grads(arch):
+        supernet.zero_grad(set_to_none=True)
+        supernet(space.example_input(space.parse(arch), 4), arch).sum().backward()
+        return {name: p.grad for name, p in own.items()}
+
+    rest = ":ir_k3_e4-skip" * 4
+    # an inverted bottleneck's 1x1 expansion is the centre tap of the leading 64 filters
+    g = grads("r16:ir_k3_e4-skip" + rest)
+    used = g[expand][:64, :, 2:3, 2:3]
+    assert used.abs().sum() > 0 and g[expand].abs().sum() == used.abs().sum()
+    assert g["layers.s0_l0.depthwise"] is not None and g["layers.s0_l0.tucker"] is None
+    assert g["layers.s0_l0.norms.fu.bn1.weight"] is None  # norms stay per type
+    # a fused 3x3 expansion by 8 is the centre 3x3 of every filter, feeding the same projection
+    g = grads("r16:fu_k3_e8-skip" + rest)
+    used = g[expand][:, :, 1:4, 1:4]
+    assert used.abs().sum() > 0 and g[expand].abs().sum() == used.abs().sum()
+    assert g["layers.s0_l0.project"].abs().sum() > 0 and g["layers.s0_l0.depthwise"] is None
+    # a Tucker block compresses with the centre taps and expands with the projection's leading inputs
+    g = grads("r16:tu_k5_i0.25_o0.25-skip" + rest)
+    assert g[expand][:, :, 2, 2].abs().sum() == g[expand].abs().sum() > 0
+    project = g["layers.s0_l0.project"]
+    assert project[:, 8:].abs().sum() == 0 and project[:, :8].abs().sum() > 0
+
+
 def test_bn_recalibration_uses_calibration_statistics():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1, bias=False), torch.nn.BatchNorm2d(4))
     batches = [torch.randn(8, 3, 5, 5, generator=torch.Generator().manual_seed(i)) * (i + 1) for i in range(3)]
@@ -115,8 +149,9 @@ def test_largest_first_phase_trains_only_the_largest(tmp_path):
     assert result.epochs[0]["smallest"] is None and result.epochs[1]["smallest"] is not None
 
 
-def _write_recipe(tmp_path, name="sn", **supernet):
-    recipe = tiny_recipe(tmp_path, space=dict(TINY_SPACE), supernet={**TINY_SUPERNET, **supernet})
+def _write_recipe(tmp_path, name="sn", space_name="mbv3", **supernet):
+    recipe = tiny_recipe(tmp_path, space={"name": space_name, **TINY_SPACES[space_name]},
+                         supernet={**TINY_SUPERNET, **supernet})
     recipe["name"] = name
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -128,17 +163,31 @@ def _losses(history):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """An uninterrupted tiny training run (shared: it is the slow part)."""
-    out = tmp_path_factory.mktemp("reference") / "supernet"
-    return train_supernet(_tiny_space(), parse_supernet_config(TINY_SUPERNET), out, seed=0,
-                          progress=False, log=None)
+def trained(tmp_path_factory):
+    """Uninterrupted tiny training runs, one per space, trained on first use (the slow part)."""
+    runs = {}
+
+    def get(space_name):
+        if space_name not in runs:
+            out = tmp_path_factory.mktemp(f"reference_{space_name}") / "supernet"
+            runs[space_name] = train_supernet(_tiny_space(space_name), parse_supernet_config(TINY_SUPERNET),
+                                              out, seed=0, progress=False, log=None)
+        return runs[space_name]
+
+    return get
 
 
-def test_resume_after_sigkill_reproduces_the_loss_curve(tmp_path, reference):
+@pytest.fixture(scope="module")
+def reference(trained):
+    return trained("mbv3")
+
+
+@pytest.mark.parametrize("space_name", sorted(TINY_SPACES))
+def test_resume_after_sigkill_reproduces_the_loss_curve(tmp_path, trained, space_name):
     from nas.cli import main
 
-    recipe = _write_recipe(tmp_path, output=str(tmp_path / "killed"))
+    reference = trained(space_name)
+    recipe = _write_recipe(tmp_path, space_name=space_name, output=str(tmp_path / "killed"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "train-supernet", str(recipe), "--no-progress"],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -176,8 +225,7 @@ def test_supernet_scores_precision_variants_as_quantized_subnetworks(tmp_path, r
     from nas.accuracy import candidate_accuracy
     from nas.sources import ACCURACY_SOURCES, RunContext, make_source
 
-    options = dict(TINY_SPACE)
-    space = make_space(options.pop("name"), **options, precisions=["fp32", "int8"], precision_granularity="suffix")
+    space = make_space("mbv3", **TINY_SPACES["mbv3"], precisions=["fp32", "int8"], precision_granularity="suffix")
     with MeasurementStore(tmp_path / "store.db") as store:
         ctx = RunContext(space, store, reference.output.parent, seed=0, base_dir=tmp_path, progress=False)
         source = make_source({"supernet": "run", "calib_batches": 2}, ACCURACY_SOURCES, ctx, "accuracy")
@@ -190,6 +238,16 @@ def test_supernet_scores_precision_variants_as_quantized_subnetworks(tmp_path, r
         assert int8_row["accuracy"] == candidate_accuracy(space, int8, model, splits, source.batch_size * 4,
                                                           source.calibration_inputs(int8))
         assert float_row == source.evaluate([str(arch)])[0]
+
+
+def test_checkpoint_of_another_tensor_layout_is_refused_by_name(reference):
+    from nas.supernet.train import supernet_from_checkpoint
+
+    state = load_checkpoint(reference.checkpoint)
+    assert state["layout"] == 1
+    supernet_from_checkpoint(state)
+    with pytest.raises(ValueError, match="tensor layout 7; this version of hwnas builds layout 1"):
+        supernet_from_checkpoint({**state, "layout": 7})
 
 
 def test_missing_dataset_path_is_named(tmp_path, capsys):
@@ -246,7 +304,7 @@ def test_search_with_supernet_accuracy_exports_the_estimated_weights(tmp_path, r
     from nas.export import export_run, load_exported
     from nas.search import run_search
 
-    recipe = tiny_recipe(tmp_path, space=dict(TINY_SPACE), accuracy={"supernet": "run", "calib_batches": 2},
+    recipe = tiny_recipe(tmp_path, space={"name": "mbv3", **TINY_SPACES["mbv3"]}, accuracy={"supernet": "run", "calib_batches": 2},
                          search={"controller": "random", "trials": 3, "batch_size": 3},
                          output=str(reference.output.parent))
     result = run_search(recipe, progress=False)
