@@ -375,7 +375,9 @@ def run_trainings(args, archs, cache: StandaloneCache, workdir: Path):
 
 def top_overlap(x: list[float], y: list[float], k: int = 5) -> int:
     """How many of ``y``'s top ``k`` are in ``x``'s top ``k`` (ties in order of the candidates)."""
-    top = lambda values: set(np.argsort(-np.asarray(values, dtype=float), kind="stable")[:k].tolist())  # noqa: E731
+    def top(values: list[float]) -> set[int]:
+        return set(np.argsort(-np.asarray(values, dtype=float), kind="stable")[:k].tolist())
+
     return len(top(x) & top(y))
 
 
