@@ -22,6 +22,19 @@ Measurements are cached in a SQLite store (default
 machine the timings are noisy; the printed noise ceiling shows how noisy.
 
     python benchmarks/onboarding_quality.py [--resolutions 96 128] [--source-archs 150]
+
+``--space hybrid_slm --metric decode_ms|prefill_ms|memory_mb`` onboards a token
+model's device instead, exactly as ``hwnas device add --runner slm`` does: the
+prior of the metric is meta-trained on the shipped source tables
+(``predictors/source_tables/hybrid_slm``, measured configurations of this
+project's ``slm`` timer) plus a few analytic devices, with the unseen
+configuration's own column left out; the unseen device is the ``slm`` timer at
+``--threads/--batch-size/--prompt-len/--context-len`` (default: the
+``slm_cpu`` recipe's conditions).  Test archs are sampled apart from the
+tables' archs.  Printed beside it: the prior without analytic devices, the
+prior without its neural view, and the MACs fit on the same samples.
+
+    python benchmarks/onboarding_quality.py --space hybrid_slm --metric decode_ms
 """
 from __future__ import annotations
 
@@ -43,6 +56,13 @@ SOURCES = [("onnxruntime", 2, 1), ("onnxruntime", 1, 4), ("torch_cpu", 1, 1), ("
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--space", default="mbv3", choices=["mbv3", "hybrid_slm"])
+    parser.add_argument("--metric", default=None,
+                        help="latency_ms for mbv3; decode_ms (default), prefill_ms or memory_mb for hybrid_slm")
+    parser.add_argument("--threads", type=int, default=1, help="hybrid_slm: the unseen configuration's threads")
+    parser.add_argument("--batch-size", type=int, default=1, help="hybrid_slm: its batch size")
+    parser.add_argument("--prompt-len", type=int, default=256, help="hybrid_slm: its prompt length")
+    parser.add_argument("--context-len", type=int, default=2048, help="hybrid_slm: its decode context")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[96, 128, 160])
     parser.add_argument("--source-archs", type=int, default=150, help="archs measured per source config")
     parser.add_argument("--test", type=int, default=200)
@@ -55,6 +75,10 @@ def main() -> int:
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--torch-2-threads", action="store_true", help="also use torch_cpu, 2 threads, as a source")
     args = parser.parse_args()
+    if args.space == "hybrid_slm":
+        return token_model_quality(args)
+    if args.metric not in (None, "latency_ms"):
+        parser.error(f"--space {args.space} predicts latency_ms, not {args.metric}")
 
     import torch
 
@@ -196,6 +220,112 @@ def main() -> int:
               f"(Spearman {at20['spearman']:.3f}, MAPE {at20['mape'] * 100:.1f}%)")
     store.close()
     retest_store.close()
+    return 0
+
+
+def token_model_quality(args) -> int:
+    """``--space hybrid_slm``: a token model's device, onboarded as ``device add --runner slm``."""
+    import torch
+
+    torch.set_num_threads(1)
+    from hardware.store import MeasurementStore
+    from nas.onboarding import token_model_priors
+    from nas.sources import RunContext
+    from nas.sources.device import measuring_source
+    from predictors.mixture import quality, sample_pool, select_reference
+    from predictors.source_tables import TABLE_SPACES, load_tables
+    from search_spaces import make_space
+
+    metric = args.metric or "decode_ms"
+    if metric not in ("decode_ms", "prefill_ms", "memory_mb"):
+        raise SystemExit(f"--metric for hybrid_slm is decode_ms, prefill_ms or memory_mb, not {metric}")
+    home = Path(os.environ.get("HWNAS_HOME", "~/.hwnas")).expanduser()
+    store_path = Path(args.store or home / "bench_onboarding_slm.db")
+    space = make_space("hybrid_slm", **TABLE_SPACES["hybrid_slm"])
+    tables = load_tables("hybrid_slm")
+    if tables is None:
+        raise SystemExit("no shipped hybrid_slm source tables (hwnas predictor tables --space hybrid_slm)")
+    options = {"threads": args.threads, "batch_size": args.batch_size, "prompt_len": args.prompt_len,
+               "context_len": args.context_len}
+    protocol = {"rounds": args.rounds}
+
+    def unseen(store_file):
+        store = MeasurementStore(store_file)
+        ctx = RunContext(space, store, Path("."), 0, progress=args.progress)
+        return store, measuring_source("slm", options, protocol, ctx)
+
+    store, target = unseen(store_path)
+    table_archs = {str(a) for a in tables.tables[metric].archs}
+    everything = [a for a in sample_pool(space, args.pool + args.test + len(table_archs), seed=0)
+                  if str(a) not in table_archs][:args.pool + args.test]
+    pool, test = everything[:args.pool], everything[args.pool:]
+    print(f"hybrid_slm {metric}; unseen device: slm timer, {options}; source tables: "
+          f"{len(tables.configs)} configurations x {len(table_archs)} archs; pool {len(pool)}, test {len(test)}")
+    started = time.perf_counter()
+    for i in range(0, len(test), 16):  # one interleaved group per call, kept by the store
+        target.evaluate(test[i:i + 16])
+    measured_test = np.array([m[metric] for m in target.evaluate(test)])
+    print(f"  unseen device: {len(test)} test archs ({time.perf_counter() - started:.0f} s), {metric} "
+          f"{measured_test.min():.3f}-{measured_test.max():.3f}")
+    retest_store, retest_src = unseen(store_path.with_suffix(".retest.db"))
+    sub = test[:args.retest]
+    for i in range(0, len(sub), 16):
+        retest_src.evaluate(sub[i:i + 16])
+    retest = np.array([m[metric] for m in retest_src.evaluate(sub)])
+    ceiling = quality(retest, measured_test[:len(sub)]) if len(sub) > 2 else None
+    if ceiling:
+        print(f"  noise ceiling: {len(sub)} test archs measured twice: test-retest Spearman "
+              f"{ceiling['spearman']:.3f}, mean |difference| {ceiling['mape'] * 100:.1f}%")
+
+    t0 = time.perf_counter()
+    fingerprint = target.fingerprint()
+    prior = token_model_priors(space, [metric], fingerprint, seed=0)[metric]
+    print(f"  prior ({len(prior.devices)} sources: {', '.join(prior.devices)}) in {time.perf_counter() - t0:.1f} s")
+
+    def quiet(*_):  # the variants' log lines would repeat the prior's
+        pass
+
+    variants = {"device add (fewshot prior)": prior,
+                "prior, real sources only": token_model_priors(space, [metric], fingerprint, 0, quiet,
+                                                               analytic_per_family=0)[metric],
+                "prior, no neural view": token_model_priors(space, [metric], fingerprint, 0, quiet,
+                                                            neural=False)[metric]}
+    basis = np.maximum(prior.source_predictions(pool), 1e-9)
+    macs_pool = np.array([space.features(a)["macs"] for a in pool])
+    macs_test = np.array([space.features(a)["macs"] for a in test])
+
+    print(f"\n{'N':>3}  {'predictor':32s} {'Spearman':>9} {'MAPE':>8}   (vs retest: Spearman, MAPE)")
+
+    def line(n, label, predicted):
+        q = quality(predicted, measured_test)
+        again = quality(predicted[:len(sub)], retest) if len(sub) > 2 else None
+        vs = f"({again['spearman']:.3f}, {again['mape'] * 100:5.1f}%)" if again else ""
+        print(f"{n:3d}  {label:32s} {q['spearman']:9.3f} {q['mape'] * 100:7.1f}%   {vs}")
+        return q
+
+    rows, macs_rows = {}, {}
+    for n in args.samples:
+        chosen = select_reference(basis, n)
+        ref = [pool[i] for i in chosen]
+        measured_ref = np.array([m[metric] for m in target.evaluate(ref)])
+        for label, predictor in variants.items():
+            predictor.fit(ref, measured_ref)
+            q = line(n, label, predictor.predict(test))
+            if predictor is prior:
+                rows[n] = q
+        a, b = np.polyfit(macs_pool[chosen], measured_ref, 1)
+        macs_rows[n] = line(n, "MACs proxy (linear fit)", a * macs_test + b)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    store.close()
+    retest_store.close()
+    at20, macs20 = rows.get(20), macs_rows.get(20)
+    if at20 is not None:
+        # the issue's bar: absolute quality, and a margin over MACs wherever MACs rank below 0.97
+        beats = macs20["spearman"] >= 0.97 or at20["spearman"] >= macs20["spearman"] + 0.01
+        ok = at20["spearman"] >= 0.95 and at20["mape"] <= 0.10 and beats
+        print(f"target at N=20 (Spearman >= 0.95, MAPE <= 10%, >= MACs fit + 0.01 where it is below 0.97; "
+              f"MACs fit {macs20['spearman']:.3f}): {'met' if ok else 'NOT met'} "
+              f"(Spearman {at20['spearman']:.3f}, MAPE {at20['mape'] * 100:.1f}%)")
     return 0
 
 

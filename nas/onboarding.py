@@ -3,7 +3,8 @@
 Measure an informative reference set on the device (greedy k-center over the
 source devices' predictions of a sampled pool, so it spans the behaviours the
 sources disagree about), adapt a latency predictor of :mod:`predictors` to
-it, report held-out and cross-validated quality next to a MACs fit (with a
+it (for a token model, ``--runner slm``: one predictor per metric, decode and
+prefill latency and memory, in one multi-metric checkpoint), report held-out and cross-validated quality next to a MACs fit (with a
 warning when the predictor is no better; outlier rows are named and left out,
 see :func:`predictors.quality.adapt`), and save the device folder
 (:mod:`nas.devices`).  The pool's layer costs are counted once and kept under
@@ -28,15 +29,20 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hardware.protocol import Protocol
+from hardware.base import Fingerprint
 from hardware.store import MeasurementStore, hwnas_home
 from nas.devices import PREDICTOR_FILE, device_dir
 from nas.files import atomic_write_text
 from nas.sources import RunContext, make_progress
-from nas.sources.runner import RunnerLatency
+from nas.sources.device import TOKEN_RUNNER, measuring_source
+from nas.sources.slm import SLMLatency
+from predictors.base import Predictor
+from predictors.fewshot import FewShotPredictor
 from predictors.mixture import (FEATURE_VERSION, FeatureCache, fewshot_from_bank, make_mixture, quality,
                                 sample_pool, select_reference)
+from predictors.multi import MultiMetricPredictor
 from predictors.quality import adapt, find_outliers
+from predictors.source_tables import load_tables, meta_train
 from search_spaces import make_space
 
 logger = logging.getLogger(__name__)
@@ -51,92 +57,155 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
             seed: int = 0, protocol_options: Mapping[str, Any] | None = None, store_path: str | Path | None = None,
             home: Path | None = None, replace: bool = False, analytic_per_family: int = 8,
             predictor_kind: str = "fewshot", progress: bool = True, log=print) -> dict[str, Any]:
-    """Measure an informative reference set on the device, adapt the predictor, save both."""
+    """Measure an informative reference set on the device, adapt the predictor, save both.
+
+    ``runner`` is a network runner (``latency_ms``) or ``slm`` for a token model
+    (``decode_ms``, ``prefill_ms``, ``memory_mb``, one few-shot predictor per metric,
+    meta-trained on the shipped source tables, :func:`token_model_priors`)."""
     home = home or hwnas_home()
     folder = device_dir(name, home)
     if (folder / "device.json").exists() and not replace:
         raise ValueError(f"device {name!r} already exists ({folder}); pass --replace to onboard it again")
     if predictor_kind not in PREDICTOR_KINDS:
         raise ValueError(f"unknown onboarding predictor {predictor_kind!r}; valid: {', '.join(PREDICTOR_KINDS)}")
+    token_model = runner == TOKEN_RUNNER
+    if token_model and predictor_kind != "fewshot":
+        raise ValueError(f"--predictor {predictor_kind} prices whole networks from layer costs; a token model "
+                         f"(--runner {TOKEN_RUNNER}) onboards the fewshot predictor")
     if samples < 3:
         raise ValueError(f"--samples must be >= 3, got {samples}")
     if holdout < 0 or pool < samples + holdout:
         raise ValueError(f"--pool ({pool}) must be >= --samples + --holdout ({samples + holdout})")
     space = make_space(space_name, **dict(space_options))
-    protocol = Protocol(**dict(protocol_options or {}))
     store = MeasurementStore(store_path or home / "measurements.db")
     try:
         ctx = RunContext(space, store, folder, seed, progress=progress)
-        latency = RunnerLatency.build(runner, ctx, protocol, device=name, **dict(runner_options))
-        fingerprint = latency.runner.fingerprint()
-        log(f"device {name!r}: {fingerprint.describe()}")
+        source = measuring_source(runner, runner_options, dict(protocol_options or {}), ctx, device=name)
+        fingerprint = source.fingerprint()
+        described = device_fingerprint(source)
+        log(f"device {name!r}: {described.describe()}")
         t0 = time.perf_counter()
         archs = sample_pool(space, pool, seed)
         if len(archs) < samples + holdout:
             raise ValueError(f"space {space_name!r} has only {len(archs)} distinct archs; "
                              f"lower --samples/--holdout")
-        cache = featurised_pool(space, archs, seed, pool, home, progress, log)
-        bank = make_mixture(space, store, latency.runner.batch_size, exclude=[latency.key],
-                            analytic_per_family=analytic_per_family, seed=seed, cache=cache)
-        basis = bank.basis(archs)
-        log(f"source devices: {len(bank.real)} real (from the store), {len(bank.analytic)} analytic; "
-            f"pool of {len(archs)} archs featurized in {time.perf_counter() - t0:.1f} s")
+        result: dict[str, Any] = {}
+        if token_model:
+            priors = token_model_priors(space, list(source.metrics), fingerprint, seed, log)
+            predictor: Predictor = MultiMetricPredictor(space, priors)
+            # where the source configurations disagree, for every metric
+            basis = np.hstack([np.maximum(p.source_predictions(archs), 1e-9) for p in priors.values()])
+            result["method"] = "fewshot"
+        else:
+            cache = featurised_pool(space, archs, seed, pool, home, progress, log)
+            bank = make_mixture(space, store, source.runner.batch_size, exclude=[source.key],
+                                analytic_per_family=analytic_per_family, seed=seed, cache=cache)
+            basis = bank.basis(archs)
+            log(f"source devices: {len(bank.real)} real (from the store), {len(bank.analytic)} analytic; "
+                f"pool of {len(archs)} archs featurized in {time.perf_counter() - t0:.1f} s")
+            if predictor_kind == "fewshot":
+                t1 = time.perf_counter()
+                predictor = fewshot_from_bank(space, archs, basis, bank.source_names, seed)
+                result.update(method="fewshot", pretrain_s=round(time.perf_counter() - t1, 2))
+            else:
+                predictor = bank
         chosen = select_reference(basis, samples)
         rest = [i for i in range(len(archs)) if i not in set(chosen)]
         held = [rest[i] for i in np.random.default_rng(seed).permutation(len(rest))[:holdout]]
         log(f"measuring {samples} reference + {len(held)} held-out archs on the device")
-        metrics = latency.evaluate([archs[i] for i in chosen + held])
-        y = np.array([m["latency_ms"] for m in metrics])
-        y_ref, y_held = y[:samples], y[samples:]
-        if predictor_kind == "fewshot":
-            t1 = time.perf_counter()
-            predictor = fewshot_from_bank(space, archs, basis, bank.source_names, seed)
-            result: dict[str, Any] = {"method": "fewshot", "pretrain_s": round(time.perf_counter() - t1, 2)}
-        else:
-            predictor, result = bank, {}
-
         measured = chosen + held
-        # broken rows (a 1,300 ms timing among 1-2 ms ones) are found once over every
-        # measurement and kept out of both the held-out figure and the adaptation
-        bad = {measured[i] for i in find_outliers(space, [archs[i] for i in measured], y)}
-        ref = [(i, v) for i, v in zip(chosen, y_ref) if i not in bad]
-        test = [(i, v) for i, v in zip(held, y_held) if i not in bad]
-        if test and len(ref) >= predictor.min_measurements:
-            predictor.fit([archs[i] for i, _ in ref], [v for _, v in ref])
-            y_test = np.array([v for _, v in test])
-            q = quality(predictor.predict([archs[i] for i, _ in test]), y_test)
-            macs = np.array([space.features(archs[i])["macs"] for i, _ in ref + test])
-            a, b = np.polyfit(macs[:len(ref)], [v for _, v in ref], 1)
-            q_macs = quality(a * macs[len(ref):] + b, y_test)
-            result.update(heldout=q, macs_proxy=q_macs)
-            log(f"held-out quality on {len(test)} archs: Spearman {q['spearman']:.3f}, MAPE {q['mape'] * 100:.1f}% "
-                f"(MACs proxy: Spearman {q_macs['spearman']:.3f}, MAPE {q_macs['mape'] * 100:.1f}%)")
-        # the saved predictor learns from every (non-outlier) measurement; cross-validation
-        # over all of them is the figure with the most samples behind it
-        result.update(adapt(predictor, [archs[i] for i in measured], y, seed=seed, emit=log))
-        if predictor is bank:
+        rows = source.evaluate([archs[i] for i in measured])
+        metrics = list(predictor.metrics)
+        values = {m: np.array([r[m] for r in rows]) for m in metrics}
+        members = predictor.members if token_model else {"latency_ms": predictor}
+        for metric, member in members.items():
+            y = values[metric]
+            # MACs explain a network's latency, so a row far off its trend is a broken timing;
+            # they do not explain decode time or memory, so token models keep every row
+            bad = set() if token_model else {measured[i] for i in find_outliers(space, [archs[i] for i in measured], y)}
+            quality_of = _heldout(space, member, archs, measured, y, samples, bad, metric, log)
+            # the saved predictor learns from every (non-outlier) measurement; cross-validation
+            # over all of them is the figure with the most samples behind it
+            quality_of.update(adapt(member, [archs[i] for i in measured], y, seed=seed, emit=log,
+                                    exclude_outliers=not token_model))
+            if token_model:
+                result.setdefault("metrics", {})[metric] = quality_of
+            else:
+                result.update(quality_of)
+        if not token_model and predictor_kind == "mixture":
             result.update(method=bank.method, loo_mape=bank.loo[bank.method])
         folder.mkdir(parents=True, exist_ok=True)
         predictor.save(folder / PREDICTOR_FILE)
         table = io.StringIO()
         writer = csv.writer(table)
-        writer.writerow(["arch", "latency_ms"])
-        for i, value in zip(measured, y):
-            writer.writerow([str(archs[i]), f"{value:.6f}"])
+        writer.writerow(["arch", *metrics])
+        for row, i in enumerate(measured):
+            writer.writerow([str(archs[i]), *(f"{values[m][row]:.6f}" for m in metrics)])
         atomic_write_text(folder / "measurements.csv", table.getvalue())
         record = {"name": name, "runner": runner,
                   "runner_options": {k: v for k, v in runner_options.items() if k not in _SECRET_OPTIONS},
-                  "protocol": asdict(protocol), "space": {"name": space.name, "options": space.options()},
-                  "fingerprint": fingerprint.to_dict(), "source_key": latency.key,
+                  "protocol": asdict(source.options.protocol),
+                  "space": {"name": space.name, "options": space.options()},
+                  "fingerprint": described.to_dict(), "source_fingerprint": fingerprint,
+                  "source_key": source.key, "metrics": metrics,
                   "samples": samples, "holdout": len(held), "quality": result,
                   "predictor_kind": predictor_kind, "predictor": PREDICTOR_FILE,
                   "created": time.time()}
         # device.json last: a folder without it is not an onboarded device
         atomic_write_text(folder / "device.json", json.dumps(record, indent=1, default=str))
-        log(f"saved {folder}; use it in a recipe as  latency: {{device: {name}}}")
+        log(f"saved {folder}; use it in a recipe as  latency: {{device: {name}}}"
+            + (f" (metrics {', '.join(metrics)})" if token_model else ""))
         return record
     finally:
         store.close()
+
+
+def _heldout(space, predictor: Predictor, archs: Sequence[Any], measured: Sequence[int], y: np.ndarray,
+             samples: int, bad: set[int], metric: str, log) -> dict[str, Any]:
+    """Fit on the reference rows, score on the held-out rows, beside a linear fit of MACs."""
+    ref = [(i, v) for i, v in zip(measured[:samples], y[:samples]) if i not in bad]
+    test = [(i, v) for i, v in zip(measured[samples:], y[samples:]) if i not in bad]
+    if not test or len(ref) < predictor.min_measurements:
+        return {}
+    predictor.fit([archs[i] for i, _ in ref], [v for _, v in ref])
+    y_test = np.array([v for _, v in test])
+    q = quality(predictor.predict([archs[i] for i, _ in test]), y_test)
+    macs = np.array([space.features(archs[i])["macs"] for i, _ in ref + test])
+    a, b = np.polyfit(macs[:len(ref)], [v for _, v in ref], 1)
+    q_macs = quality(a * macs[len(ref):] + b, y_test)
+    log(f"{metric}: held-out quality on {len(test)} archs: Spearman {q['spearman']:.3f}, MAPE "
+        f"{q['mape'] * 100:.1f}% (MACs proxy: Spearman {q_macs['spearman']:.3f}, MAPE {q_macs['mape'] * 100:.1f}%)")
+    return {"heldout": q, "macs_proxy": q_macs}
+
+
+def token_model_priors(space, metrics: Sequence[str], fingerprint: Mapping[str, Any], seed: int,
+                       log=print, **meta_options) -> dict[str, FewShotPredictor]:
+    """One few-shot prior per metric, meta-trained on the shipped source tables of the space,
+    leaving out the configuration that measures exactly like the device being onboarded
+    (this machine under the same options: it would be the device itself).  ``meta_options``
+    go to :func:`predictors.source_tables.meta_train` (benchmarks compare variants)."""
+    tables = load_tables(space.name)
+    if tables is None:
+        raise ValueError(f"no source tables ship for space {space.name!r}; token models need them "
+                         f"('hwnas predictor tables --space {space.name}')")
+    # compared as JSON, as the provenance file holds it (tuples become lists)
+    mine = json.loads(json.dumps(dict(fingerprint), default=str))
+    same = [name for name, described in tables.provenance["configs"].items()
+            if described.get("fingerprint") == mine]
+    t0 = time.perf_counter()
+    priors = {m: meta_train(space, m, tables, exclude=same, seed=seed, **meta_options) for m in metrics}
+    log(f"priors of {', '.join(metrics)} meta-trained on {len(tables.configs) - len(same)} measured "
+        f"configurations" + (f" (left out {', '.join(same)}: the device's own)" if same else "")
+        + f" of {tables.provenance['archs']} archs, plus analytic devices ({time.perf_counter() - t0:.1f} s)")
+    return priors
+
+
+def device_fingerprint(source) -> Fingerprint:
+    """The device description ``hwnas device list`` shows: the runner's fingerprint, or the
+    decode timer's for a token model (runner ``slm-decode``)."""
+    if isinstance(source, SLMLatency):
+        return source.timers["decode"].fingerprint()
+    return source.runner.fingerprint()
 
 
 def pool_cache_path(space, seed: int, count: int, home: Path) -> Path:

@@ -198,9 +198,14 @@ class Search:
             except ValueError as exc:
                 raise RecipeError(f"{where}: search.roofline: {exc}") from None
         analytic = {**FEATURES, **({ROOFLINE: MINIMIZE} if self.roofline else {})}
-        self.metric_directions = {**analytic, **accuracy_cls.metrics, **latency_cls.metrics}
+        try:
+            latency_metrics = latency_cls.metrics_of(latency_options)
+        except (OSError, ValueError) as exc:
+            raise RecipeError(f"{where}: latency: {exc}") from None
+        accuracy_metrics = accuracy_cls.metrics_of(accuracy_options)
+        self.metric_directions = {**analytic, **accuracy_metrics, **latency_metrics}
         self.objectives = list(recipe.search.objectives or
-                               [next(iter(accuracy_cls.metrics)), next(iter(latency_cls.metrics))])
+                               [next(iter(accuracy_metrics)), next(iter(latency_metrics))])
         for metric in [*self.objectives, *recipe.search.constraints]:
             if metric not in self.metric_directions:
                 raise RecipeError(f"{where}: search: unknown metric {metric!r}; the sources provide "

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nas.registry import Registry
-from predictors.base import Predictor, read_checkpoint
-
-PREDICTORS: Registry[type[Predictor]] = Registry("latency predictor")
+from predictors.base import PREDICTORS, Predictor, read_checkpoint
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 
@@ -50,9 +47,10 @@ def load_predictor(path_or_name: str | Path, space=None) -> Predictor:
 from predictors.baselines import LayerLUT, MACsProxy, SourceTransfer  # noqa: E402
 from predictors.fewshot import FewShotPredictor  # noqa: E402
 from predictors.mixture import SourceMixture  # noqa: E402
+from predictors.multi import MultiMetricPredictor  # noqa: E402
 
-for _cls in (FewShotPredictor, MACsProxy, LayerLUT, SourceTransfer, SourceMixture):
+for _cls in (FewShotPredictor, MACsProxy, LayerLUT, SourceTransfer, SourceMixture, MultiMetricPredictor):
     PREDICTORS.register(_cls.name, _cls)
 
 __all__ = ["PREDICTORS", "Predictor", "FewShotPredictor", "MACsProxy", "LayerLUT", "SourceTransfer",
-           "SourceMixture", "load_predictor", "resolve_checkpoint", "shipped_checkpoints"]
+           "SourceMixture", "MultiMetricPredictor", "load_predictor", "resolve_checkpoint", "shipped_checkpoints"]

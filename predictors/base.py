@@ -26,6 +26,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from nas.registry import Registry
+
 FORMAT_VERSION = 1
 
 
@@ -65,6 +67,15 @@ class Predictor(abc.ABC):
     min_measurements = 2
 
     @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics ``predict_metrics`` returns; a single-metric predictor predicts latency."""
+        return ("latency_ms",)
+
+    def predict_metrics(self, archs: Sequence[Any]) -> dict[str, np.ndarray]:
+        """Every metric of ``metrics`` for ``archs`` (hook: multi-metric predictors override it)."""
+        return {"latency_ms": self.predict(archs)}
+
+    @property
     def adapted_to_device(self) -> bool:
         """Whether predictions are in a measured device's milliseconds (``fit`` ran or the
         checkpoint was calibrated); un-adapted predictors answer in other units (e.g. the
@@ -99,6 +110,9 @@ class Predictor(abc.ABC):
         with open(path, "wb") as f:  # a file object keeps numpy from appending ".npz"
             np.savez_compressed(f, __meta__=np.array(json.dumps(header, sort_keys=True)), **arrays)
         return path
+
+
+PREDICTORS: Registry[type[Predictor]] = Registry("latency predictor")
 
 
 def take(encoded: Any, index: Sequence[int]) -> Any:

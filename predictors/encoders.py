@@ -142,3 +142,42 @@ class DecisionEncoder(Encoder):
         feats = np.array([[np.log1p(f[k]) for k in keys]
                           for f in (self.space.features(a) for a in archs)]).reshape(len(archs), len(keys))
         return {"decisions": np.hstack([ones] + blocks), "analytic": np.hstack([ones, feats / 20.0])}
+
+
+@ENCODERS.register("hybrid_slm")
+class SLMEncoder(Encoder):
+    """Token models: the physical work of a prefill and of one decode step, per operator kind.
+
+    For each kind (attention, sliding-window attention, Mamba2, DeltaNet, FFN and the LM
+    head): the projections' MACs and the mixing core's MACs and cache/state elements read,
+    in a ``seq_len``-token prefill and in one decode step at ``context_len`` (decode is
+    memory-bound: its projection MACs are the weights it streams, its mixing elements the
+    KV cache or fixed-size state it reads), plus the layer count (launch overhead).
+    Latency of any phase on any device is close to a non-negative combination of these,
+    which is what the few-shot prior's linear models need; and unlike one-hot decisions
+    they mean the same thing in spaces with other options, so a prior meta-trained on the
+    shipped tables' space transfers to the user's."""
+
+    views = ("costs",)
+    neural_input = "costs"
+    GROUPS = ("attn", "swa", "mamba", "delta", "ffn", "head")
+    #: fixed units keep every column near 1 for any width or context this space allows
+    UNITS = {"prefill": (1e7, 1e7, 1e5), "decode": (1e5, 1e5, 1e5)}
+
+    def _row(self, arch) -> list[float]:
+        index = {g: i for i, g in enumerate(self.GROUPS)}
+        row = np.zeros((2, len(self.GROUPS), 3))  # phase x group x (proj MACs, mix MACs, mix elements)
+        for p, phase in enumerate(("prefill", "decode")):
+            for record in self.space.operator_costs(arch, phase):
+                parts = record.name.split(".")
+                group = arch.layers[int(parts[1])].kind if parts[0] == "blocks" else "head"
+                if parts[-1] == "mix":
+                    row[p, index[group], 1:] += (record.macs, record.in_elements)
+                else:
+                    row[p, index[group], 0] += record.macs
+            row[p] /= np.asarray(self.UNITS[phase])
+        counts = [sum(layer.kind == g for layer in arch.layers) for g in self.GROUPS[:-1]]
+        return [1.0, *row.reshape(-1), *counts]
+
+    def encode(self, archs):
+        return {"costs": np.array([self._row(a) for a in archs], dtype=float)}

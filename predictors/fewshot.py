@@ -222,6 +222,28 @@ class FewShotPredictor(Predictor):
         info = {"seed": seed, "neural_epochs": epochs if basis is not None else 0, "num_archs": len(archs)}
         return cls(space, weights, devices, reference, basis, info)
 
+    def for_space(self, space) -> "FewShotPredictor":
+        """The same un-adapted prior for archs of another space of the same name (other
+        options), e.g. the user's space for a prior meta-trained on a shipped table's.
+        Only encoders whose views keep their meaning and size across options allow it."""
+        if space.name != self.space.name:
+            raise ValueError(f"a {self.space.name} prior cannot predict {space.name} archs")
+        moved = FewShotPredictor(space, self.source_weights, self.devices, self.reference_ms, self.basis,
+                                 self.info)
+        probe = moved.encode([space.sample(np.random.default_rng(0))])
+        wrong = [v for v, x in probe.items() if x.shape[1] != self.source_weights[v].shape[1]]
+        if wrong:
+            raise ValueError(f"the {space.name} encoder's views {wrong} change size with the space's options; "
+                             f"meta-train the prior on this space's own table")
+        return moved
+
+    def source_predictions(self, archs: Sequence[Any]) -> np.ndarray:
+        """Each source device's modelled latency of ``archs`` (archs x devices), in units of
+        that device's mean over the meta-training archs, averaged over the views: where the
+        sources disagree about ``archs`` is what a reference set should cover."""
+        views = self.encode(self.parse_all(archs))
+        return np.mean([views[v] @ w.T for v, w in self.source_weights.items()], axis=0)
+
     # --- adaptation and prediction -------------------------------------------------------
     def fit_encoded(self, views: dict[str, np.ndarray], latency_ms: np.ndarray) -> "FewShotPredictor":
         """Adapt to a device from its measurements (replaces any earlier adaptation)."""

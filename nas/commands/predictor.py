@@ -3,12 +3,15 @@
     hwnas predictor pretrain --space SPACE --data CSV --devices D1,D2,... --out CKPT
     hwnas predictor finetune --checkpoint CKPT --measurements FILE --out CKPT2
     hwnas predictor predict  --checkpoint CKPT --archs FILE --out CSV
+    hwnas predictor tables   --space hybrid_slm   (re-measure the shipped source tables)
     hwnas predictor eval     --space SPACE --protocol help --samples 10 --seeds 10
 
 ``CKPT`` may also name a shipped checkpoint (``nb201``, ``fbnet``).  ``--data``
 is a wide CSV (``arch`` plus one latency column per device, ms); FILE for
 finetune has the header ``arch,latency_ms``; FILE for predict lists one arch
-per line or is a CSV with an ``arch`` column; predict writes ``arch,latency_ms``.
+per line or is a CSV with an ``arch`` column; predict writes ``arch,latency_ms``
+(one column per metric for a multi-metric checkpoint: a token model's device
+predicts ``prefill_ms,decode_ms,memory_mb``).
 """
 from __future__ import annotations
 
@@ -56,6 +59,16 @@ def register(sub) -> None:
     a.add_argument("--ridge", type=float, default=1e-3, help="ridge penalty of the per-layer costs")
     a.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default 0)")
     a.set_defaults(func=run_lut)
+
+    a = actions.add_parser("tables", help="measure the source tables shipped in predictors/source_tables")
+    a.add_argument("--space", required=True, help="space whose table to build (hybrid_slm, mbv3, mobiledet)")
+    a.add_argument("--archs", type=int, default=150, help="sampled archs measured per configuration (default 150)")
+    a.add_argument("--configs", default=None, help="comma-separated configuration names (default: all)")
+    a.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per arch (default 5)")
+    a.add_argument("--out", default=None, help="folder holding SPACE/ (default: the package's source_tables)")
+    a.add_argument("--store", default=None, help="measurement store (default $HWNAS_HOME/source_tables.db)")
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a.set_defaults(func=run_tables)
 
     a = actions.add_parser("predict", help="predict latencies of a list of architectures")
     a.add_argument("--checkpoint", required=True, help="checkpoint path or shipped name")
@@ -143,20 +156,33 @@ def run_lut(args) -> int:
     return 0
 
 
+def run_tables(args) -> int:
+    from nas.source_tables import build
+    from predictors.source_tables import TABLE_DIR
+
+    configs = [c for c in args.configs.split(",") if c] if args.configs else None
+    build(args.space, Path(args.out) if args.out else TABLE_DIR, args.archs, configs,
+          Path(args.store) if args.store else None, args.rounds, progress=not args.no_progress)
+    return 0
+
+
 def run_predict(args) -> int:
+    import io
+
+    from nas.files import atomic_write_text
     from predictors import load_predictor
     from predictors.data import read_arch_list
 
     predictor = load_predictor(args.checkpoint)
     archs = read_arch_list(args.archs, predictor.space)
-    latency = predictor.predict(archs)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["arch", "latency_ms"])
-        writer.writerows([str(a), f"{v:.6f}"] for a, v in zip(archs, latency))
-    print(f"predicted {len(archs)} architectures -> {out}")
+    # every metric the checkpoint predicts: latency_ms, or a token model's decode/prefill/memory
+    predicted = predictor.predict_metrics(archs)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["arch", *predicted])
+    writer.writerows([str(a), *(f"{predicted[m][i]:.6f}" for m in predicted)] for i, a in enumerate(archs))
+    out = atomic_write_text(args.out, text.getvalue())
+    print(f"predicted {len(archs)} architectures ({', '.join(predicted)}) -> {out}")
     return 0
 
 

@@ -128,6 +128,14 @@ class ObjectiveSource(abc.ABC):
         parsed = cls.parse_options({cls.kind: spec, **options}, f"{cls.kind} source", "", ctx.base_dir)
         return cls(parsed, ctx)
 
+    @classmethod
+    def metrics_of(cls, options: Any) -> Mapping[str, str]:
+        """The metrics a source built from ``options`` provides (metric -> direction), known
+        before it is built, so a recipe's objectives are checked before anything is written.
+        Sources whose metrics depend on what they load (a checkpoint, an onboarded device)
+        override it and set the same mapping as ``self.metrics``."""
+        return cls.metrics
+
     # --- what every source provides -----------------------------------------------------
     @abc.abstractmethod
     def fingerprint(self) -> dict[str, Any]:

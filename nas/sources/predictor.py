@@ -1,6 +1,8 @@
 """The ``predictor`` latency source: latency from a saved predictor, no device needed.
 
 ``latency: {predictor: runs/my_device.npz}`` or ``latency: {predictor: nb201}``
+(every metric the checkpoint predicts: ``latency_ms``, or e.g. ``decode_ms``,
+``prefill_ms`` and ``memory_mb`` for a token model's device checkpoint)
 (a shipped checkpoint: the un-adapted average source device; fine-tune it on
 the target device first with ``hwnas predictor finetune`` for real numbers).
 Predictions are instant, so they are not cached in the measurement store;
@@ -35,10 +37,16 @@ class PredictorLatency(LatencySource):
     Options = PredictorOptions
     cheap = True
 
+    @classmethod
+    def metrics_of(cls, options: PredictorOptions) -> dict[str, str]:
+        # only the header is needed, but npz keeps it beside the arrays: loading is milliseconds
+        return {m: MINIMIZE for m in load_predictor(resolve_checkpoint(options.predictor)).metrics}
+
     def __init__(self, options: PredictorOptions, ctx: RunContext):
         super().__init__(options, ctx)
         path = resolve_checkpoint(options.predictor)
         self.predictor = load_predictor(path, space=ctx.space)
+        self.metrics = {m: MINIMIZE for m in self.predictor.metrics}
         self.checkpoint = str(path)
         self.digest = hashlib.sha1(path.read_bytes()).hexdigest()[:16]
 
@@ -46,7 +54,8 @@ class PredictorLatency(LatencySource):
         return {"kind": self.kind, "predictor": self.predictor.name, "checkpoint_sha1": self.digest}
 
     def evaluate(self, archs: Sequence[Any]) -> list[dict[str, float]]:
-        return [{"latency_ms": float(ms)} for ms in self.predictor.predict(archs)]
+        predicted = self.predictor.predict_metrics(archs)
+        return [{m: float(predicted[m][i]) for m in self.metrics} for i in range(len(archs))]
 
     @property
     def shipped(self) -> bool:

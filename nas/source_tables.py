@@ -1,0 +1,143 @@
+"""Build the source tables shipped in ``predictors/source_tables/`` by measuring.
+
+    hwnas predictor tables --space hybrid_slm [--archs 150] [--configs NAME,...]
+
+One seeded sample of the space's architectures (the table space: the options
+of the space's shipped recipe) is measured on every measurement
+configuration this machine can run; each metric gets a wide CSV table
+(``arch`` plus one column per configuration) and ``provenance.json`` records
+the space, the sample's seed, each configuration's fingerprint and protocol,
+the machine and the library versions.  :mod:`predictors.source_tables` reads
+them as the real source devices of the few-shot prior.
+
+Measurements go through the ordinary latency sources and are kept in a
+measurement store (default ``$HWNAS_HOME/source_tables.db``), so an
+interrupted build resumes where it stopped and a rebuild with another
+``--out`` only rewrites the files.  The tables are written atomically, the
+provenance last.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import time
+from dataclasses import replace
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from hardware.base import cpu_model
+from hardware.protocol import Protocol
+from hardware.slm_latency import DEFAULT_PROTOCOL as SLM_PROTOCOL
+from hardware.store import MeasurementStore, hwnas_home
+from nas.files import atomic_write_text
+from nas.sources import RunContext
+from nas.sources.runner import RunnerLatency
+from nas.sources.slm import SLMLatency, SLMLatencyOptions
+from predictors.mixture import sample_pool
+from predictors.source_tables import PROVENANCE, TABLE_DIR, TABLE_SPACES, config_name
+from search_spaces import make_space
+
+#: the sample's seed: not 0, so the pools ``device add`` draws (seed 0 by default) are other archs
+TABLE_SEED = 1000
+
+
+def _slm_configs() -> dict[str, dict[str, Any]]:
+    configs = {}
+    for prompt_len, context_len in ((256, 2048), (64, 512)):
+        for threads in (1, 2):
+            for batch_size in (1, 4):
+                options = {"threads": threads, "batch_size": batch_size, "prompt_len": prompt_len,
+                           "context_len": context_len}
+                configs[config_name("slm", options)] = options
+    return configs
+
+
+def _runner_configs() -> dict[str, dict[str, Any]]:
+    configs = {}
+    for runner in ("onnxruntime", "torch_cpu"):
+        for threads in (1, 2):
+            for batch_size in (1, 8):
+                options = {"runner": runner, "threads": threads, "batch_size": batch_size}
+                configs[config_name(runner, options)] = options
+    return configs
+
+
+#: every measurement configuration of a space's table, by column name
+CONFIGS: dict[str, Callable[[], dict[str, dict[str, Any]]]] = {
+    "hybrid_slm": _slm_configs, "mbv3": _runner_configs, "mobiledet": _runner_configs}
+
+
+def configs_of(space_name: str) -> dict[str, dict[str, Any]]:
+    if space_name not in CONFIGS:
+        raise ValueError(f"no source-table configurations for space {space_name!r}; "
+                         f"known: {', '.join(CONFIGS)}")
+    return CONFIGS[space_name]()
+
+
+def _source(space_name: str, options: Mapping[str, Any], ctx: RunContext, rounds: int):
+    """The latency source measuring one configuration."""
+    if space_name == "hybrid_slm":
+        return SLMLatency(SLMLatencyOptions(slm="cpu", protocol=replace(SLM_PROTOCOL, rounds=rounds), **options),
+                          ctx)
+    options = dict(options)
+    runner = options.pop("runner")
+    return RunnerLatency.build(runner, ctx, Protocol(rounds=rounds), **options)
+
+
+def build(space_name: str, out: Path = TABLE_DIR, count: int = 150, configs: Sequence[str] | None = None,
+          store_path: Path | None = None, rounds: int = 5, progress: bool = True, log=print) -> Path:
+    """Measure ``count`` sampled archs on every configuration and write the tables."""
+    if space_name not in TABLE_SPACES:
+        raise ValueError(f"no table space for {space_name!r}; known: {', '.join(TABLE_SPACES)}")
+    every = configs_of(space_name)
+    chosen = list(configs) if configs else list(every)
+    unknown = [c for c in chosen if c not in every]
+    if unknown:
+        raise ValueError(f"unknown configuration(s) {unknown} for {space_name}; known: {', '.join(every)}")
+    if count < 20:
+        raise ValueError(f"--archs must be >= 20, got {count}")
+    space = make_space(space_name, **TABLE_SPACES[space_name])
+    archs = sample_pool(space, count, TABLE_SEED)
+    store = MeasurementStore(store_path or hwnas_home() / "source_tables.db")
+    folder = Path(out) / space_name
+    columns: dict[str, dict[str, list[float]]] = {}
+    described: dict[str, Any] = {}
+    try:
+        ctx = RunContext(space, store, folder, TABLE_SEED, progress=progress)
+        for name in chosen:
+            source = _source(space_name, every[name], ctx, rounds)
+            try:
+                start = time.perf_counter()
+                # in chunks: the store keeps each finished chunk, so a killed build resumes
+                for i in range(0, len(archs), 16):
+                    source.evaluate(archs[i:i + 16])
+                rows = source.evaluate(archs)
+                log(f"{name}: {len(archs)} archs in {time.perf_counter() - start:.0f} s")
+            finally:
+                source.close()
+            for metric in source.metrics:
+                columns.setdefault(metric, {})[name] = [float(r[metric]) for r in rows]
+            described[name] = {"options": every[name], "fingerprint": source.fingerprint()}
+    finally:
+        store.close()
+    for metric, table in columns.items():
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["arch", *table])
+        for i, arch in enumerate(archs):
+            writer.writerow([str(arch), *(f"{table[c][i]:.6g}" for c in table)])
+        atomic_write_text(folder / f"{metric}.csv", text.getvalue())
+    provenance = {"space": space_name, "space_options": space.options(), "seed": TABLE_SEED,
+                  "archs": len(archs), "metrics": sorted(columns), "configs": described,
+                  "machine": {"cpu": cpu_model(), "platform": platform.platform(),
+                              "python": platform.python_version()},
+                  "versions": {p: version(p) for p in ("torch", "onnxruntime", "numpy")},
+                  "built": time.strftime("%Y-%m-%d", time.gmtime()),
+                  "command": f"hwnas predictor tables --space {space_name} --archs {count}"}
+    # the provenance last: tables without it are an unfinished build
+    atomic_write_text(folder / PROVENANCE, json.dumps(provenance, indent=1, default=str) + "\n")
+    log(f"wrote {folder} ({', '.join(sorted(columns))}; {len(described)} configurations)")
+    return folder
