@@ -4,14 +4,18 @@ Measure an informative reference set on the device (greedy k-center over the
 source devices' predictions of a sampled pool, so it spans the behaviours the
 sources disagree about), adapt a latency predictor of :mod:`predictors` to
 it (for a token model, ``--runner slm``: one predictor per metric, decode and
-prefill latency and memory, in one multi-metric checkpoint), report held-out and cross-validated quality next to a MACs fit (with a
-warning when the predictor is no better; outlier rows are named and left out,
+prefill latency and memory, in one multi-metric checkpoint), report held-out
+and cross-validated quality next to a MACs fit (with a warning when the
+predictor is no better; outlier rows are named and left out,
 see :func:`predictors.quality.adapt`), and save the device folder
 (:mod:`nas.devices`).  The pool's layer costs are counted once and kept under
-``$HWNAS_HOME/cache/pool_features`` for the next run.  Two predictors can be adapted:
+``$HWNAS_HOME/cache/pool_features`` for the next run.  Two predictors can be
+adapted (``auto``, the default, adapts both and keeps the one whose
+cross-validated ranking of the reference measurements is best):
 
 * ``fewshot``: the meta-learned few-shot predictor, meta-trained on the
-  source bank's latencies of the pool;
+  source bank's latencies of the pool (the bank: the configurations of the
+  space's shipped source table, the store's runner sources, analytic devices);
 * ``mixture``: the source bank itself, a non-negative mixture of the source
   devices' predictions (:class:`predictors.mixture.SourceMixture`).
 """
@@ -38,16 +42,17 @@ from nas.sources.device import TOKEN_RUNNER, measuring_source
 from nas.sources.slm import SLMLatency
 from predictors.base import Predictor
 from predictors.fewshot import FewShotPredictor
-from predictors.mixture import (FEATURE_VERSION, FeatureCache, fewshot_from_bank, make_mixture, quality,
-                                sample_pool, select_reference)
+from predictors.mixture import (FEATURE_VERSION, FeatureCache, RealSource, SourceMixture, fewshot_from_bank,
+                                make_mixture, quality, sample_pool, select_reference, table_sources)
 from predictors.multi import MultiMetricPredictor
-from predictors.quality import adapt, find_outliers
+from predictors.quality import adapt, choose_by_cross_validation, find_outliers
 from predictors.source_tables import load_tables, meta_train
 from search_spaces import make_space
 
 logger = logging.getLogger(__name__)
 
-PREDICTOR_KINDS = ("fewshot", "mixture")
+#: ``auto`` adapts both and keeps the one whose cross-validation on the reference set is best
+PREDICTOR_KINDS = ("auto", "fewshot", "mixture")
 #: runner options never written to disk (secrets come from the environment instead)
 _SECRET_OPTIONS = ("token",)
 
@@ -56,7 +61,7 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
             space_options: Mapping[str, Any], samples: int = 20, holdout: int = 10, pool: int = 200,
             seed: int = 0, protocol_options: Mapping[str, Any] | None = None, store_path: str | Path | None = None,
             home: Path | None = None, replace: bool = False, analytic_per_family: int = 8,
-            predictor_kind: str = "fewshot", progress: bool = True, log=print) -> dict[str, Any]:
+            predictor_kind: str = "auto", progress: bool = True, log=print) -> dict[str, Any]:
     """Measure an informative reference set on the device, adapt the predictor, save both.
 
     ``runner`` is a network runner (``latency_ms``) or ``slm`` for a token model
@@ -69,7 +74,7 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
     if predictor_kind not in PREDICTOR_KINDS:
         raise ValueError(f"unknown onboarding predictor {predictor_kind!r}; valid: {', '.join(PREDICTOR_KINDS)}")
     token_model = runner == TOKEN_RUNNER
-    if token_model and predictor_kind != "fewshot":
+    if token_model and predictor_kind == "mixture":
         raise ValueError(f"--predictor {predictor_kind} prices whole networks from layer costs; a token model "
                          f"(--runner {TOKEN_RUNNER}) onboards the fewshot predictor")
     if samples < 3:
@@ -98,23 +103,37 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
             result["method"] = "fewshot"
         else:
             cache = featurised_pool(space, archs, seed, pool, home, progress, log)
+            shipped = shipped_sources(space, fingerprint)
             bank = make_mixture(space, store, source.runner.batch_size, exclude=[source.key],
-                                analytic_per_family=analytic_per_family, seed=seed, cache=cache)
+                                analytic_per_family=analytic_per_family, seed=seed, cache=cache, shipped=shipped)
             basis = bank.basis(archs)
-            log(f"source devices: {len(bank.real)} real (from the store), {len(bank.analytic)} analytic; "
-                f"pool of {len(archs)} archs featurized in {time.perf_counter() - t0:.1f} s")
-            if predictor_kind == "fewshot":
+            log(f"source devices: {len(shipped)} real from the shipped table, {len(bank.real) - len(shipped)} "
+                f"real from the store, {len(bank.analytic)} analytic; pool of {len(archs)} archs featurized "
+                f"in {time.perf_counter() - t0:.1f} s")
+            candidates: dict[str, Predictor] = {}
+            if predictor_kind in ("auto", "fewshot"):
                 t1 = time.perf_counter()
-                predictor = fewshot_from_bank(space, archs, basis, bank.source_names, seed)
-                result.update(method="fewshot", pretrain_s=round(time.perf_counter() - t1, 2))
-            else:
-                predictor = bank
+                candidates["fewshot"] = fewshot_from_bank(space, archs, basis, bank.source_names, seed)
+                result.update(pretrain_s=round(time.perf_counter() - t1, 2))
+            if predictor_kind in ("auto", "mixture"):
+                candidates["mixture"] = bank
         chosen = select_reference(basis, samples)
         rest = [i for i in range(len(archs)) if i not in set(chosen)]
         held = [rest[i] for i in np.random.default_rng(seed).permutation(len(rest))[:holdout]]
         log(f"measuring {samples} reference + {len(held)} held-out archs on the device")
         measured = chosen + held
         rows = source.evaluate([archs[i] for i in measured])
+        if not token_model:
+            # the reference rows decide (the held-out rows stay unseen for the figure below)
+            kind = next(iter(candidates))
+            if len(candidates) > 1:
+                ref_y = [r["latency_ms"] for r in rows[:samples]]
+                kind, scores = choose_by_cross_validation(candidates, [archs[i] for i in chosen], ref_y, seed)
+                result["choice"] = {"requested": predictor_kind, "cross_validated": scores}
+                log("predictor chosen by cross-validation on the reference set: " + kind + " ("
+                    + ", ".join(f"{k} Spearman {v['spearman']:.3f}, MAPE {v['mape'] * 100:.1f}%"
+                                for k, v in scores.items()) + ")")
+            predictor, result["method"] = candidates[kind], kind
         metrics = list(predictor.metrics)
         values = {m: np.array([r[m] for r in rows]) for m in metrics}
         members = predictor.members if token_model else {"latency_ms": predictor}
@@ -132,8 +151,8 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
                 result.setdefault("metrics", {})[metric] = quality_of
             else:
                 result.update(quality_of)
-        if not token_model and predictor_kind == "mixture":
-            result.update(method=bank.method, loo_mape=bank.loo[bank.method])
+        if isinstance(predictor, SourceMixture):
+            result.update(mixture_method=bank.method, loo_mape=bank.loo[bank.method])
         folder.mkdir(parents=True, exist_ok=True)
         predictor.save(folder / PREDICTOR_FILE)
         table = io.StringIO()
@@ -149,7 +168,7 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
                   "fingerprint": described.to_dict(), "source_fingerprint": fingerprint,
                   "source_key": source.key, "metrics": metrics,
                   "samples": samples, "holdout": len(held), "quality": result,
-                  "predictor_kind": predictor_kind, "predictor": PREDICTOR_FILE,
+                  "predictor_kind": result["method"], "predictor": PREDICTOR_FILE,
                   "created": time.time()}
         # device.json last: a folder without it is not an onboarded device
         atomic_write_text(folder / "device.json", json.dumps(record, indent=1, default=str))
@@ -188,16 +207,23 @@ def token_model_priors(space, metrics: Sequence[str], fingerprint: Mapping[str, 
     if tables is None:
         raise ValueError(f"no source tables ship for space {space.name!r}; token models need them "
                          f"('hwnas predictor tables --space {space.name}')")
-    # compared as JSON, as the provenance file holds it (tuples become lists)
-    mine = json.loads(json.dumps(dict(fingerprint), default=str))
-    same = [name for name, described in tables.provenance["configs"].items()
-            if described.get("fingerprint") == mine]
+    same = tables.configs_measured_as(fingerprint)
     t0 = time.perf_counter()
     priors = {m: meta_train(space, m, tables, exclude=same, seed=seed, **meta_options) for m in metrics}
     log(f"priors of {', '.join(metrics)} meta-trained on {len(tables.configs) - len(same)} measured "
         f"configurations" + (f" (left out {', '.join(same)}: the device's own)" if same else "")
         + f" of {tables.provenance['archs']} archs, plus analytic devices ({time.perf_counter() - t0:.1f} s)")
     return priors
+
+
+def shipped_sources(space, fingerprint: Mapping[str, Any]) -> list[RealSource]:
+    """Cost models of the space's shipped latency table (none when no table ships), without
+    the configuration measured exactly as the device being onboarded."""
+    tables = load_tables(space.name)
+    if tables is None or "latency_ms" not in tables.metrics:
+        return []
+    # the table ships its archs' features; a cache counts them only if it does not
+    return table_sources(tables, FeatureCache(tables.space), exclude=tables.configs_measured_as(fingerprint))
 
 
 def device_fingerprint(source) -> Fingerprint:

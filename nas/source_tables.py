@@ -23,20 +23,16 @@ import io
 import json
 import platform
 import time
-from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 from hardware.base import cpu_model
-from hardware.protocol import Protocol
-from hardware.slm_latency import DEFAULT_PROTOCOL as SLM_PROTOCOL
 from hardware.store import MeasurementStore, hwnas_home
 from nas.files import atomic_write_text
 from nas.sources import RunContext
-from nas.sources.runner import RunnerLatency
-from nas.sources.slm import SLMLatency, SLMLatencyOptions
-from predictors.mixture import sample_pool
+from nas.sources.device import TOKEN_RUNNER, measuring_source
+from predictors.mixture import FEATURE_VERSION, FEATURES_FILE, FeatureCache, features_text, sample_pool
 from predictors.source_tables import PROVENANCE, TABLE_DIR, TABLE_SPACES, config_name
 from search_spaces import make_space
 
@@ -49,9 +45,9 @@ def _slm_configs() -> dict[str, dict[str, Any]]:
     for prompt_len, context_len in ((256, 2048), (64, 512)):
         for threads in (1, 2):
             for batch_size in (1, 4):
-                options = {"threads": threads, "batch_size": batch_size, "prompt_len": prompt_len,
-                           "context_len": context_len}
-                configs[config_name("slm", options)] = options
+                options = {"runner": TOKEN_RUNNER, "threads": threads, "batch_size": batch_size,
+                           "prompt_len": prompt_len, "context_len": context_len}
+                configs[config_name(options)] = options
     return configs
 
 
@@ -61,7 +57,7 @@ def _runner_configs() -> dict[str, dict[str, Any]]:
         for threads in (1, 2):
             for batch_size in (1, 8):
                 options = {"runner": runner, "threads": threads, "batch_size": batch_size}
-                configs[config_name(runner, options)] = options
+                configs[config_name(options)] = options
     return configs
 
 
@@ -75,16 +71,6 @@ def configs_of(space_name: str) -> dict[str, dict[str, Any]]:
         raise ValueError(f"no source-table configurations for space {space_name!r}; "
                          f"known: {', '.join(CONFIGS)}")
     return CONFIGS[space_name]()
-
-
-def _source(space_name: str, options: Mapping[str, Any], ctx: RunContext, rounds: int):
-    """The latency source measuring one configuration."""
-    if space_name == "hybrid_slm":
-        return SLMLatency(SLMLatencyOptions(slm="cpu", protocol=replace(SLM_PROTOCOL, rounds=rounds), **options),
-                          ctx)
-    options = dict(options)
-    runner = options.pop("runner")
-    return RunnerLatency.build(runner, ctx, Protocol(rounds=rounds), **options)
 
 
 def build(space_name: str, out: Path = TABLE_DIR, count: int = 150, configs: Sequence[str] | None = None,
@@ -108,7 +94,10 @@ def build(space_name: str, out: Path = TABLE_DIR, count: int = 150, configs: Seq
     try:
         ctx = RunContext(space, store, folder, TABLE_SEED, progress=progress)
         for name in chosen:
-            source = _source(space_name, every[name], ctx, rounds)
+            options = dict(every[name])
+            # the same sources ``device add`` measures with, so a table column and a device
+            # measured under the same conditions share one fingerprint
+            source = measuring_source(options.pop("runner"), options, {"rounds": rounds}, ctx)
             try:
                 start = time.perf_counter()
                 # in chunks: the store keeps each finished chunk, so a killed build resumes
@@ -130,13 +119,17 @@ def build(space_name: str, out: Path = TABLE_DIR, count: int = 150, configs: Seq
         for i, arch in enumerate(archs):
             writer.writerow([str(arch), *(f"{table[c][i]:.6g}" for c in table)])
         atomic_write_text(folder / f"{metric}.csv", text.getvalue())
+    extra: dict[str, Any] = {}
+    if "latency_ms" in columns:  # network spaces: the features the source mixture fits on
+        atomic_write_text(folder / FEATURES_FILE, features_text(archs, FeatureCache(space)))
+        extra["feature_version"] = FEATURE_VERSION
     provenance = {"space": space_name, "space_options": space.options(), "seed": TABLE_SEED,
                   "archs": len(archs), "metrics": sorted(columns), "configs": described,
                   "machine": {"cpu": cpu_model(), "platform": platform.platform(),
                               "python": platform.python_version()},
                   "versions": {p: version(p) for p in ("torch", "onnxruntime", "numpy")},
                   "built": time.strftime("%Y-%m-%d", time.gmtime()),
-                  "command": f"hwnas predictor tables --space {space_name} --archs {count}"}
+                  "command": f"hwnas predictor tables --space {space_name} --archs {count}", **extra}
     # the provenance last: tables without it are an unfinished build
     atomic_write_text(folder / PROVENANCE, json.dumps(provenance, indent=1, default=str) + "\n")
     log(f"wrote {folder} ({', '.join(sorted(columns))}; {len(described)} configurations)")

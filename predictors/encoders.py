@@ -12,6 +12,10 @@ few-shot predictor weighs them per device by marginal likelihood.
 * ``fbnet`` (chain space): per-layer one-hot (a lookup table over block and
   position) and analytic per-layer costs (pointwise/depthwise MACs,
   activation traffic, parameters, kernel launches) summed over the chain.
+* ``hybrid_slm`` (token models): the physical work of a prefill and of one
+  decode step per operator kind (projection MACs, mixing MACs, KV-cache/state
+  elements read, layer counts); the same columns for any options of the space,
+  so a prior meta-trained on the shipped tables' space transfers.
 * any other space: one-hot of its decisions (precisions included) plus log
   MACs/params/activations (and int8 MACs where the space searches precision).
 """

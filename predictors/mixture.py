@@ -5,10 +5,13 @@ Every architecture is described by features counted on its built network
 (``search_spaces.features.arch_layer_costs``, aggregated per layer kind).
 Source devices turn those features into latency:
 
-* **real** sources: every runner configuration with enough measurements of
-  the space in the measurement store (other threads, batch sizes, runtimes,
-  other onboarded devices) gets a non-negative per-layer-kind cost model fitted
-  on its measurements (latency is close to additive over layers);
+* **real** sources: every configuration of the space's shipped source table
+  (``predictors/source_tables``: ONNX Runtime and PyTorch, 1 and 2 threads,
+  batch 1 and 8, measured on the machine that built them) and every runner
+  configuration with enough measurements of the space in the measurement store
+  (other threads, batch sizes, runtimes, other onboarded devices) gets a
+  non-negative per-layer-kind cost model fitted on its measurements (latency is
+  close to additive over layers);
 * **analytic** sources: a seeded roofline family of phone CPUs, edge GPUs and
   datacentre GPUs (``hardware.analytic``), which fill in where real devices are
   missing.
@@ -41,6 +44,7 @@ from hardware.analytic import AnalyticDevice, LayerTable, sample_devices
 from hardware.store import space_key
 from predictors.base import Predictor
 from predictors.fewshot import FLOOR_FRACTION, FewShotPredictor
+from predictors.source_tables import SourceTables
 
 #: conv kernels are split by size: a 1x1 conv is a GEMM, a kxk one an im2col/winograd kernel
 _GROUPS = ("conv1", "convk", "dwconv3", "dwconv5", "dwconv7", "dwconvk", "linear", "act", "pool", "other")
@@ -331,16 +335,67 @@ def real_sources_from_store(store, space, cache: FeatureCache, exclude: Sequence
     return sources
 
 
+def table_sources(tables: SourceTables, cache: FeatureCache, exclude: Sequence[str] = ()) -> list[RealSource]:
+    """One cost model per configuration of a shipped ``latency_ms`` table (``exclude`` left
+    out).  ``cache`` counts the table's archs in the table's own space; the per-layer-kind
+    features mean the same in any space of that name, so the models price the user's archs."""
+    archs, values, names = tables.columns("latency_ms", exclude)
+    features = shipped_features(tables)
+    if features is None:
+        features = cache.features(archs)
+    return [RealSource.fit(f"table/{name}", features, values[:, j]) for j, name in enumerate(names)]
+
+
+#: the file beside a network space's source tables holding its archs' features
+FEATURES_FILE = "features.csv"
+
+
+def features_text(archs: Sequence[Any], cache: FeatureCache) -> str:
+    """``features.csv``'s text: ``arch`` plus one column per :data:`FEATURE_NAMES` entry."""
+    rows = cache.features(archs)
+    lines = [",".join(["arch", *FEATURE_NAMES])]
+    lines += [",".join([str(a), *(repr(float(v)) for v in row)]) for a, row in zip(archs, rows)]
+    return "\n".join(lines) + "\n"
+
+
+def shipped_features(tables: SourceTables) -> np.ndarray | None:
+    """The tables' archs' features as shipped (rows in the tables' arch order), or None when
+    the file is absent or holds other features (then they are counted)."""
+    path = tables.root / FEATURES_FILE
+    if not path.is_file() or tables.provenance.get("feature_version") != FEATURE_VERSION:
+        return None
+    lines = path.read_text().splitlines()
+    if not lines or lines[0].split(",") != ["arch", *FEATURE_NAMES]:
+        return None
+    rows = {}
+    for number, text in enumerate(lines[1:], start=2):
+        arch, *values = text.split(",")
+        try:
+            rows[arch] = [float(v) for v in values]
+        except ValueError:
+            raise ValueError(f"{path} line {number}: a feature is not a number") from None
+        if len(values) != len(FEATURE_NAMES):
+            raise ValueError(f"{path} line {number}: {len(values)} features, expected {len(FEATURE_NAMES)}")
+    archs = [str(a) for a in tables.tables["latency_ms"].archs]
+    missing = [a for a in archs if a not in rows]
+    if missing:
+        raise ValueError(f"{path}: no features for {len(missing)} table arch(s), e.g. {missing[0]}")
+    return np.array([rows[a] for a in archs])
+
+
 def make_mixture(space, store, batch_size: int = 1, exclude: Sequence[str] = (), analytic_per_family: int = 8,
-                 seed: int = 0, min_results: int = 30, cache: FeatureCache | None = None) -> SourceMixture:
-    """The un-adapted mixture: real sources from ``store`` (a ``hardware.store.MeasurementStore``;
-    sources in ``exclude`` left out), then the seeded analytic family.  ``cache``: costs
-    already counted (e.g. loaded from disk) to use instead of an empty cache."""
+                 seed: int = 0, min_results: int = 30, cache: FeatureCache | None = None,
+                 shipped: Sequence[RealSource] = ()) -> SourceMixture:
+    """The un-adapted mixture: the ``shipped`` tables' sources (:func:`table_sources`), real
+    sources from ``store`` (a ``hardware.store.MeasurementStore``, or None for none; sources
+    in ``exclude`` left out), then the seeded analytic family.  ``cache``: costs already counted (e.g.
+    loaded from disk) to use instead of an empty cache."""
     mixture = SourceMixture(space, analytic=sample_devices(analytic_per_family, seed), batch_size=batch_size)
     if cache is not None:
         mixture.cache = cache
     # the mixture's own cache: features counted for the real sources are reused by ``basis``
-    mixture.real = real_sources_from_store(store, space, mixture.cache, exclude, min_results)
+    stored = real_sources_from_store(store, space, mixture.cache, exclude, min_results) if store is not None else []
+    mixture.real = list(shipped) + stored
     return mixture
 
 

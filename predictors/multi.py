@@ -50,7 +50,8 @@ class MultiMetricPredictor(Predictor):
     def encode(self, archs: Sequence[Any]) -> dict[str, Any]:
         return {metric: p.encode(archs) for metric, p in self.members.items()}
 
-    def fit(self, archs: Sequence[Any], values: Mapping[str, Sequence[float]]) -> "MultiMetricPredictor":  # type: ignore[override]
+    def fit(self, archs: Sequence[Any],  # type: ignore[override]
+            values: Mapping[str, Sequence[float]]) -> "MultiMetricPredictor":
         """Adapt every member on its metric's measurements of the same ``archs``."""
         if not isinstance(values, Mapping):
             raise ValueError(f"a multi-metric predictor fits a mapping metric -> values "

@@ -3,7 +3,10 @@ the few-shot prior for the project's own spaces.
 
 ``source_tables/SPACE/`` holds one wide CSV per metric (``arch`` plus one
 column per measurement configuration: runtime, threads, batch size and, for
-token models, prompt and context length) and ``provenance.json`` (the space's
+token models, prompt and context length), for network spaces
+``features.csv`` (each arch's per-layer-kind costs, the features the source
+mixture's cost models are fitted on, so ``device add`` need not build the
+networks to count them) and ``provenance.json`` (the space's
 options, the sample's seed, every configuration's fingerprint and protocol,
 the machine and library versions, the command that rebuilt them:
 ``hwnas predictor tables --space SPACE``, see :mod:`nas.source_tables`).
@@ -30,13 +33,16 @@ from search_spaces import make_space
 TABLE_DIR = Path(__file__).resolve().parent / "source_tables"
 PROVENANCE = "provenance.json"
 
-#: the options of each table space: those of the space's shipped recipe (a test keeps them equal)
+#: the options of each table space: for hybrid_slm, those of its shipped recipe (a test keeps them equal)
 TABLE_SPACES: dict[str, dict[str, Any]] = {
     "hybrid_slm": {"vocab_sizes": [256], "widths": [64, 96, 128], "heads": [2, 4], "kv_heads": [1, 2],
                    "depths": [4, 6], "ops": ["attn", "swa", "mamba", "delta", "ffn"], "windows": [64, 256],
                    "ffn_ratios": [2, 4], "seq_len": 256, "context_len": 2048},
+    # the spaces of benchmarks/onboarding_quality.py; mobiledet at half MobileDets' depth and
+    # small inputs, so every configuration's table builds in minutes on a 2-core machine (the
+    # cost models fitted on it price layers, which transfer to larger options)
     "mbv3": {"resolutions": [96, 128, 160]},
-    "mobiledet": {},
+    "mobiledet": {"resolutions": [96, 128], "layers_per_stage": 2},
 }
 
 #: the phase of the analytic device model that times each metric; memory is counted, not
@@ -47,9 +53,10 @@ ANALYTIC_PHASES = {"latency_ms": "prefill", "prefill_ms": "prefill", "decode_ms"
 _LABELS = (("threads", "t"), ("batch_size", "b"), ("prompt_len", "p"), ("context_len", "c"))
 
 
-def config_name(kind: str, options: Mapping[str, Any]) -> str:
-    """The column name of a measurement configuration, e.g. ``slm_t1_b1_p256_c2048``."""
-    return "_".join([kind] + [f"{label}{options[key]}" for key, label in _LABELS if key in options])
+def config_name(options: Mapping[str, Any]) -> str:
+    """The column name of a measurement configuration (its ``runner`` and options), e.g.
+    ``slm_t1_b1_p256_c2048`` or ``onnxruntime_t2_b8``."""
+    return "_".join([options["runner"]] + [f"{label}{options[key]}" for key, label in _LABELS if key in options])
 
 
 @dataclass
@@ -59,6 +66,8 @@ class SourceTables:
     space: Any
     provenance: dict[str, Any]
     tables: dict[str, LatencyTable]
+    #: the folder the tables were read from
+    root: Path
 
     @property
     def metrics(self) -> list[str]:
@@ -67,6 +76,14 @@ class SourceTables:
     @property
     def configs(self) -> list[str]:
         return list(self.provenance["configs"])
+
+    def configs_measured_as(self, fingerprint: Mapping[str, Any]) -> list[str]:
+        """The configurations measured under exactly ``fingerprint`` (a latency source's):
+        on the machine that built the tables, these *are* the device being onboarded, so a
+        prior meant to predict an unseen device leaves them out."""
+        mine = json.loads(json.dumps(dict(fingerprint), default=str))  # as the provenance holds it
+        return [name for name, described in self.provenance["configs"].items()
+                if described.get("fingerprint") == mine]
 
     def columns(self, metric: str, exclude: Sequence[str] = ()) -> tuple[list[Any], np.ndarray, list[str]]:
         """(archs, values (archs x configs), config names) of ``metric``, without ``exclude``."""
@@ -95,7 +112,7 @@ def load_tables(space_name: str, folder: Path | None = None) -> SourceTables | N
         if table.devices != list(provenance["configs"]):
             raise ValueError(f"{root / f'{metric}.csv'}: columns {table.devices} are not the configurations "
                              f"of {provenance_path}")
-    return SourceTables(space, provenance, tables)
+    return SourceTables(space, provenance, tables, root)
 
 
 def meta_train(space, metric: str, tables: SourceTables | None = None, exclude: Sequence[str] = (),

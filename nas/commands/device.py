@@ -66,9 +66,10 @@ def register(sub) -> None:
     a.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per architecture (default 5)")
     a.add_argument("--seed", type=int, default=0, help="seed of the sampled pool (default 0)")
     a.add_argument("--store", default=None, help="measurement store (default $HWNAS_HOME/measurements.db)")
-    a.add_argument("--predictor", default="fewshot", choices=["fewshot", "mixture"],
+    a.add_argument("--predictor", default="auto", choices=["auto", "fewshot", "mixture"],
                    help="fewshot: the meta-learned few-shot predictor; mixture: a non-negative mixture of "
-                        "the source devices' predictions")
+                        "the source devices' predictions; auto (default): both, keeping the one that "
+                        "cross-validates best on the reference measurements (token models: fewshot)")
     a.add_argument("--replace", action="store_true", help="onboard an existing device name again")
     a.add_argument("--no-progress", action="store_true",
                    help="no progress bar; one status line per batch is still logged")

@@ -13,6 +13,7 @@ from hardware.store import MeasurementStore, space_key
 from nas.cli import main
 from nas.devices import list_devices
 from nas.sources import LATENCY_SOURCES, DeviceLatency, RunContext, make_source
+from predictors import load_predictor
 from predictors.mixture import sample_pool
 from search_spaces import make_space
 
@@ -50,7 +51,12 @@ def test_add_saves_record_predictor_and_measurements(home, capsys):
     folder = home / "devices" / "tiny"
     record = json.loads((folder / "device.json").read_text())
     assert record["runner"] == "onnxruntime" and record["samples"] == 4 and record["holdout"] == 3
-    assert record["predictor_kind"] == "fewshot" and (folder / "predictor.npz").is_file()
+    # the default adapts both predictors and keeps the one that cross-validates best on the references
+    choice = record["quality"]["choice"]
+    assert choice["requested"] == "auto" and set(choice["cross_validated"]) == {"fewshot", "mixture"}
+    assert record["predictor_kind"] in ("fewshot", "mixture")
+    assert record["predictor_kind"] == record["quality"]["method"] and (folder / "predictor.npz").is_file()
+    assert load_predictor(folder / "predictor.npz").name == record["predictor_kind"]
     held = record["quality"]["heldout"]
     # tiny nets timed once on a shared machine: a row can be a real outlier (named, left out)
     outliers = record["quality"]["outliers"]
@@ -132,6 +138,12 @@ def test_search_on_an_onboarded_device_reports_predicted_vs_measured(home, tmp_p
     for row in result.remeasured:
         assert row["predicted_latency_ms"] > 0 and row["measured_latency_ms"] > 0
     assert (result.run_dir / "front_remeasured.csv").is_file()
+
+
+def test_an_explicit_predictor_is_adapted_without_a_choice(home):
+    record = json.loads((home / "devices" / "tiny-t" / "device.json").read_text())
+    assert record["predictor_kind"] == "mixture" and "choice" not in record["quality"]
+    assert record["quality"]["mixture_method"] in ("mixture", "single")
 
 
 def test_add_reports_cross_validated_quality_and_keeps_the_pool_features(home):

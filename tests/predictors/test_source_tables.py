@@ -29,7 +29,7 @@ def test_hybrid_slm_tables_ship_with_their_provenance(tables):
     assert set(tables.metrics) == {"decode_ms", "prefill_ms", "memory_mb"}
     assert len(tables.configs) >= 8 and "slm_t1_b1_p256_c2048" in tables.configs
     for name, described in tables.provenance["configs"].items():
-        assert config_name("slm", described["options"]) == name
+        assert config_name(described["options"]) == name
         assert described["fingerprint"]["kind"] == "slm"
     for metric in tables.metrics:
         archs, values, names = tables.columns(metric)
@@ -53,6 +53,13 @@ def test_table_space_is_the_recipe_space():
     options = {k: v for k, v in recipe["space"].items() if k != "name"}
     assert make_space("hybrid_slm", **options).options() == \
         make_space("hybrid_slm", **TABLE_SPACES["hybrid_slm"]).options()
+
+
+def test_a_device_measured_like_a_column_is_that_column(tables):
+    described = tables.provenance["configs"]["slm_t2_b4_p64_c512"]["fingerprint"]
+    assert tables.configs_measured_as(described) == ["slm_t2_b4_p64_c512"]
+    other = {**described, "protocol": {**described["protocol"], "rounds": 7}}
+    assert tables.configs_measured_as(other) == []
 
 
 def test_excluded_configurations_leave_the_prior(tables):
@@ -85,7 +92,8 @@ def test_slm_encoder_views_mean_physics_and_keep_their_size():
     wider = make_space("hybrid_slm", **{**TABLE_SPACES["hybrid_slm"], "context_len": 4096, "widths": [64, 256]})
     assert isinstance(make_encoder(space), SLMEncoder)
     attn, mamba = space.parse("v256_d64_h2_g1:attn-ffn2-attn-ffn2"), space.parse("v256_d64_h2_g1:mamba-ffn2-mamba-ffn2")
-    short, long_ = make_encoder(space).encode([attn, mamba])["costs"], make_encoder(wider).encode([attn, mamba])["costs"]
+    short = make_encoder(space).encode([attn, mamba])["costs"]
+    long_ = make_encoder(wider).encode([attn, mamba])["costs"]
     assert short.shape == long_.shape and np.all(short[:, 0] == 1)
     # a doubled context doubles what attention's decode reads; Mamba2's state does not grow
     assert long_[0].sum() > short[0].sum() and np.allclose(long_[1], short[1])
@@ -104,3 +112,19 @@ def test_malformed_tables_are_refused_naming_the_file(tmp_path):
     (copy / PROVENANCE).write_text(json.dumps({"space_options": {}}))
     with pytest.raises(ValueError, match="provenance"):
         load_tables("hybrid_slm", tmp_path)
+
+
+@pytest.mark.parametrize("space_name", [s for s in TABLE_SPACES if s != "hybrid_slm" and load_tables(s) is not None])
+def test_network_tables_ship_the_features_their_cost_models_fit(space_name):
+    from predictors.mixture import FeatureCache, shipped_features, table_sources
+
+    tables = load_tables(space_name)
+    assert set(tables.metrics) == {"latency_ms"}
+    shipped = shipped_features(tables)
+    archs = tables.tables["latency_ms"].archs
+    assert shipped is not None and shipped.shape[0] == len(archs)
+    # what ships is what counting the built networks gives
+    np.testing.assert_allclose(shipped[:3], FeatureCache(tables.space).features(archs[:3]), rtol=1e-12)
+    sources = table_sources(tables, FeatureCache(tables.space), exclude=[tables.configs[0]])
+    assert [s.name for s in sources] == [f"table/{c}" for c in tables.configs[1:]]
+    assert all(s.fit_mape < 0.5 for s in sources)
