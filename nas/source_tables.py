@@ -1,9 +1,9 @@
 """Build the source tables shipped in ``predictors/source_tables/`` by measuring.
 
-    hwnas predictor tables --space hybrid_slm [--archs 150] [--configs NAME,...]
+    hwnas predictor tables --space hybrid_slm|mbv3|mobiledet [--archs 150] [--configs NAME,...]
 
-One seeded sample of the space's architectures (the table space: the options
-of the space's shipped recipe) is measured on every measurement
+One seeded sample of the space's architectures (in the table space,
+``predictors.source_tables.TABLE_SPACES``) is measured on every measurement
 configuration this machine can run; each metric gets a wide CSV table
 (``arch`` plus one column per configuration) and ``provenance.json`` records
 the space, the sample's seed, each configuration's fingerprint and protocol,
@@ -13,7 +13,8 @@ them as the real source devices of the few-shot prior.
 Measurements go through the ordinary latency sources and are kept in a
 measurement store (default ``$HWNAS_HOME/source_tables.db``), so an
 interrupted build resumes where it stopped and a rebuild with another
-``--out`` only rewrites the files.  The tables are written atomically, the
+``--out`` only rewrites the files (rows a busy machine left unreliable are
+measured again).  The tables are written atomically, the
 provenance last.
 """
 from __future__ import annotations

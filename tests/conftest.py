@@ -33,6 +33,23 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def onboarded_home(tmp_path_factory, *commands):
+    """Body of a module-scoped fixture: a fresh HWNAS_HOME in which every ``hwnas`` command of
+    ``commands`` (e.g. ``device add ...``) succeeded, shared by the module's tests (which must
+    also point HWNAS_HOME at it: the suite gives every test its own)."""
+    from nas.cli import main
+
+    home = tmp_path_factory.mktemp("hwnas_home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HWNAS_HOME", str(home))
+    try:
+        for command in commands:
+            assert main(command) == 0, command
+        yield home
+    finally:
+        mp.undo()
+
+
 def tiny_recipe(tmp_path: Path, **changes) -> dict:
     """A search recipe small enough for a unit test (seconds on 2 cores)."""
     recipe = {

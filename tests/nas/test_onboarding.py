@@ -16,6 +16,7 @@ from nas.sources import LATENCY_SOURCES, DeviceLatency, RunContext, make_source
 from predictors import load_predictor
 from predictors.mixture import sample_pool
 from search_spaces import make_space
+from tests.conftest import onboarded_home
 
 SPACE_OPTIONS = {"resolutions": [32], "num_classes": 10, "depths": [1, 2]}
 ADD = ["device", "add", "tiny", "--runner", "onnxruntime", "--threads", "1", "--space", "mbv3",
@@ -25,15 +26,9 @@ ADD = ["device", "add", "tiny", "--runner", "onnxruntime", "--threads", "1", "--
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("hwnas_home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HWNAS_HOME", str(home))
-    assert main(ADD) == 0
     # same runner and fingerprint under a second name: its measurements come from the store
-    mixture = [a if a != "tiny" else "tiny-t" for a in ADD]
-    assert main(mixture + ["--predictor", "mixture"]) == 0
-    yield home
-    mp.undo()
+    mixture = [a if a != "tiny" else "tiny-t" for a in ADD] + ["--predictor", "mixture"]
+    yield from onboarded_home(tmp_path_factory, ADD, mixture)
 
 
 @pytest.fixture(autouse=True)

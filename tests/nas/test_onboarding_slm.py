@@ -14,6 +14,7 @@ from nas.sources import LATENCY_SOURCES, DeviceLatency, RunContext, make_source
 from predictors import MultiMetricPredictor, load_predictor
 from predictors.mixture import sample_pool
 from search_spaces import make_space
+from tests.conftest import onboarded_home
 
 SPACE = {"widths": [32, 48], "heads": [2], "kv_heads": [1], "depths": [2, 3], "chunk_size": 16,
          "seq_len": 32, "context_len": 64}
@@ -27,12 +28,7 @@ ADD = ["device", "add", "slm-tiny", "--runner", "slm", "--threads", "1", "--spac
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("hwnas_home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HWNAS_HOME", str(home))
-    assert main(ADD) == 0
-    yield home
-    mp.undo()
+    yield from onboarded_home(tmp_path_factory, ADD)
 
 
 @pytest.fixture(autouse=True)
