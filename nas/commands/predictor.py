@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import time
 from pathlib import Path
 
@@ -167,8 +168,6 @@ def run_tables(args) -> int:
 
 
 def run_predict(args) -> int:
-    import io
-
     from nas.files import atomic_write_text
     from predictors import load_predictor
     from predictors.data import read_arch_list

@@ -13,12 +13,11 @@ side by side.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from hardware.protocol import Protocol
-from hardware.slm_latency import DEFAULT_PROTOCOL as SLM_PROTOCOL
 from hardware.store import hwnas_home, space_key
 from nas.devices import device_dir, load_record
 from nas.options import PATH
@@ -37,7 +36,8 @@ def measuring_source(runner: str, options: Mapping[str, Any], protocol_options: 
     token models; ``options`` are the slm section's, e.g. ``threads``, ``context_len``) or
     any registered network runner (``latency_ms``)."""
     if runner == TOKEN_RUNNER:
-        section = {"slm": "cpu", **asdict(SLM_PROTOCOL), **options, **protocol_options}
+        # protocol keys left out take the slm source's own defaults (its parse_options)
+        section = {"slm": "cpu", **options, **protocol_options}
         if device is not None:
             section["device_name"] = device
         return SLMLatency(SLMLatency.parse_options(section, "device", "", ctx.base_dir), ctx)
