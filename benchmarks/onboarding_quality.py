@@ -20,8 +20,9 @@ with the predictions.  Printed per N in {10, 20, 50}: Spearman and MAPE of
 * ``hybrid_slm`` (``decode_ms``, ``prefill_ms`` or ``memory_mb``; unseen: the
   ``slm`` timer at ``--threads/--batch-size/--prompt-len/--context-len``, by
   default the ``slm_cpu`` recipe's conditions): ``device add --runner slm``'s
-  few-shot prior of the metric, the same prior without analytic devices and
-  without its neural view;
+  default (``auto``: of the metric's few-shot priors, whole, without analytic
+  devices, without its neural view, the one whose cross-validation on the N
+  references is best) and each of them;
 
 and in both cases the MACs proxy (MACs scaled to the metric by a linear fit on the
 same N measurements), plus the test-retest agreement of 40 test archs measured
@@ -130,7 +131,7 @@ def main() -> int:
               f"{ceiling['spearman']:.3f}, mean |difference| {ceiling['mape'] * 100:.1f}%")
 
     t0 = time.perf_counter()
-    variants, reference_basis = (token_model_variants if token_model else network_variants)(
+    variants, auto_labels, reference_basis = (token_model_variants if token_model else network_variants)(
         space, tables, metric, target, pool, args.batch_size)
     print(f"  priors built in {time.perf_counter() - t0:.1f} s")
     macs_pool = np.array([space.features(a)["macs"] for a in pool])
@@ -150,17 +151,13 @@ def main() -> int:
         chosen = select_reference(reference_basis, n)
         ref = [pool[i] for i in chosen]
         measured_ref = np.array([m[metric] for m in target.evaluate(ref)])
-        if not token_model:
-            # device add's default (auto): the candidate that cross-validates best on the references
-            kind, _ = choose_by_cross_validation({k: variants[f"device add --predictor {k}"] for k in AUTO},
-                                                 ref, measured_ref)
-            predictor = variants[f"device add --predictor {kind}"].fit(ref, measured_ref)
-            rows[n] = line(n, f"device add (auto: {kind})", predictor.predict(test))
-        for i, (label, predictor) in enumerate(variants.items()):
+        # device add's default (auto): the candidate that cross-validates best on the references
+        auto = {k: variants[label] for k, label in auto_labels.items()}
+        kind, _ = choose_by_cross_validation(auto, ref, measured_ref)
+        rows[n] = line(n, f"device add (auto: {kind})", auto[kind].fit(ref, measured_ref).predict(test))
+        for label, predictor in variants.items():
             predictor.fit(ref, measured_ref)
-            q = line(n, label, predictor.predict(test))
-            if i == 0 and token_model:
-                rows[n] = q
+            line(n, label, predictor.predict(test))
         a, b = np.polyfit(macs_pool[chosen], measured_ref, 1)
         macs_rows[n] = line(n, "MACs proxy (linear fit)", a * macs_test + b)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
@@ -196,25 +193,18 @@ def network_variants(space, tables, metric, target, pool, batch_size):
     return {"device add --predictor fewshot": fewshot_from_bank(space, pool, basis, full.source_names, seed=0),
             "device add --predictor mixture": full,
             "fewshot on the shipped table": meta_train(space, metric, tables, exclude=exclude),
-            "mixture, analytic sources only": analytic_only}, basis
+            "mixture, analytic sources only": analytic_only}, \
+        {k: f"device add --predictor {k}" for k in AUTO}, basis
 
 
 def token_model_variants(space, tables, metric, target, pool, batch_size):
-    """``device add --runner slm``'s prior of ``metric``, and the same prior without parts."""
-    from nas.onboarding import token_model_priors
+    """``device add --runner slm``'s priors of ``metric`` (``auto`` chooses among them)."""
+    from nas.onboarding import token_model_variants as variants_of
 
-    fingerprint = target.fingerprint()
-    prior = token_model_priors(space, [metric], fingerprint, seed=0)[metric]
-
-    def quiet(*_):  # the variants' log lines would repeat the prior's
-        pass
-
-    return {"device add (fewshot prior)": prior,
-            "prior, real sources only": token_model_priors(space, [metric], fingerprint, 0, quiet,
-                                                           analytic_per_family=0)[metric],
-            "prior, no neural view": token_model_priors(space, [metric], fingerprint, 0, quiet,
-                                                        neural=False)[metric]}, \
-        np.maximum(prior.source_predictions(pool), 1e-9)
+    priors = variants_of(space, [metric], target.fingerprint(), seed=0)[metric]
+    labels = {kind: f"prior {kind}" for kind in priors}
+    return {labels[kind]: prior for kind, prior in priors.items()}, labels, \
+        np.maximum(priors["fewshot"].source_predictions(pool), 1e-9)
 
 
 if __name__ == "__main__":

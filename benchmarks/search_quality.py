@@ -34,6 +34,17 @@ exactly one cell under the p25 budget holds a 3x3 convolution and no other feasi
 shows the GP what one is worth (1 of 5 seeds misses it by 0.83 pt); pixel2 (hv 0.9725)
 and fpga (0.9819) time in coarse steps, each step's best cell a needle of its own.
 
+What did not help (two-objective replays of the same search, hv ratio at 200 trials,
+mean of 3 seeds on pixel2, fpga and eyeriss: 0.9807 as shipped; seed-to-seed spread
+about 0.01): believing a batch's pending proposals at their posterior mean (kriging
+believer; all six devices, 5 seeds: 0.9859 against 0.9872, regret@p25 unchanged),
+0.9727-0.9764 with the GP's noise fitted by marginal likelihood, 0.9744 / 0.9798 with
+log MACs (and params) added to the GP trend, 0.9749-0.9762 with the expected
+improvement on the accuracy scale (through the inverse of the normal scores), 0.9791
+with the current front's fastest point as the reference, 0.9748 / 0.9749 with a
+population of 16 / 48.  On pixel2 and fpga the best cell of each latency step is
+0.05-0.2 pt above the next few, which a surrogate of structure does not separate.
+
     python benchmarks/search_quality.py                       # full: 24 min on 2 cores
     python benchmarks/search_quality.py --seeds 2 --devices fpga,pixel2 --trials 50,100
 """

@@ -66,7 +66,9 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
 
     ``runner`` is a network runner (``latency_ms``) or ``slm`` for a token model
     (``decode_ms``, ``prefill_ms``, ``memory_mb``, one few-shot predictor per metric,
-    meta-trained on the shipped source tables, :func:`token_model_priors`)."""
+    meta-trained on the shipped source tables, :func:`token_model_priors`; with ``auto``
+    each metric's prior is the :data:`TOKEN_PRIOR_VARIANTS` entry that cross-validates best
+    on the reference measurements)."""
     home = home or hwnas_home()
     folder = device_dir(name, home)
     if (folder / "device.json").exists() and not replace:
@@ -96,8 +98,8 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
                              f"lower --samples/--holdout")
         result: dict[str, Any] = {}
         if token_model:
-            priors = token_model_priors(space, list(source.metrics), fingerprint, seed, log)
-            predictor: Predictor = MultiMetricPredictor(space, priors)
+            variants = token_model_variants(space, list(source.metrics), fingerprint, seed, predictor_kind, log)
+            priors = {m: by_kind["fewshot"] for m, by_kind in variants.items()}
             # where the source configurations disagree, for every metric
             basis = np.hstack([np.maximum(p.source_predictions(archs), 1e-9) for p in priors.values()])
             result["method"] = "fewshot"
@@ -134,6 +136,17 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
                     + ", ".join(f"{k} Spearman {v['spearman']:.3f}, MAPE {v['mape'] * 100:.1f}%"
                                 for k, v in scores.items()) + ")")
             predictor, result["method"] = candidates[kind], kind
+        else:
+            for metric, by_kind in variants.items():
+                if len(by_kind) > 1:
+                    ref_y = [r[metric] for r in rows[:samples]]
+                    kind, scores = choose_by_cross_validation(by_kind, [archs[i] for i in chosen], ref_y, seed)
+                    priors[metric] = by_kind[kind]
+                    result.setdefault("choice", {})[metric] = {"prior": kind, "cross_validated": scores}
+                    log(f"{metric}: prior chosen by cross-validation on the reference set: {kind} ("
+                        + ", ".join(f"{k} Spearman {v['spearman']:.3f}, MAPE {v['mape'] * 100:.1f}%"
+                                    for k, v in scores.items()) + ")")
+            predictor = MultiMetricPredictor(space, priors)
         metrics = list(predictor.metrics)
         values = {m: np.array([r[m] for r in rows]) for m in metrics}
         members = predictor.members if token_model else {"latency_ms": predictor}
@@ -195,6 +208,32 @@ def _heldout(space, predictor: Predictor, archs: Sequence[Any], measured: Sequen
     log(f"{metric}: held-out quality on {len(test)} archs: Spearman {q['spearman']:.3f}, MAPE "
         f"{q['mape'] * 100:.1f}% (MACs proxy: Spearman {q_macs['spearman']:.3f}, MAPE {q_macs['mape'] * 100:.1f}%)")
     return {"heldout": q, "macs_proxy": q_macs}
+
+
+#: the few-shot priors of a token-model metric that ``device add --predictor auto`` chooses
+#: among by cross-validation on the device's reference measurements (meta-training options
+#: of :func:`token_model_priors`): which parts of the prior help differs by metric and
+#: device.  In ``benchmarks/onboarding_quality.py`` at 20 samples (two measurements of
+#: the unseen configuration's test set), decode ranked 0.943 / 0.951 with the whole prior
+#: and 0.956 / 0.961 with table columns only, prefill 0.980 / 0.974 whole and 0.980 /
+#: 0.976 without the neural view; the cross-validated choice gave decode 0.956 / 0.961
+#: and prefill 0.980 / 0.966.
+TOKEN_PRIOR_VARIANTS: dict[str, dict[str, Any]] = {
+    "fewshot": {}, "fewshot-tables-only": {"analytic_per_family": 0}, "fewshot-no-neural": {"neural": False}}
+
+
+def token_model_variants(space, metrics: Sequence[str], fingerprint: Mapping[str, Any], seed: int,
+                         predictor_kind: str = "auto", log=print) -> dict[str, dict[str, FewShotPredictor]]:
+    """``metric -> {variant: prior}``: every :data:`TOKEN_PRIOR_VARIANTS` for ``auto``, the
+    whole prior (``fewshot``) alone otherwise."""
+    kinds = list(TOKEN_PRIOR_VARIANTS) if predictor_kind == "auto" else ["fewshot"]
+    by_kind = {kind: token_model_priors(space, metrics, fingerprint, seed, log if kind == "fewshot" else _quiet,
+                                        **TOKEN_PRIOR_VARIANTS[kind]) for kind in kinds}
+    return {m: {kind: by_kind[kind][m] for kind in kinds} for m in metrics}
+
+
+def _quiet(*_) -> None:
+    """A log that drops its lines (the variants of a prior would repeat its own)."""
 
 
 def token_model_priors(space, metrics: Sequence[str], fingerprint: Mapping[str, Any], seed: int,

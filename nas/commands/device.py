@@ -69,7 +69,8 @@ def register(sub) -> None:
     a.add_argument("--predictor", default="auto", choices=["auto", "fewshot", "mixture"],
                    help="fewshot: the meta-learned few-shot predictor; mixture: a non-negative mixture of "
                         "the source devices' predictions; auto (default): both, keeping the one that "
-                        "cross-validates best on the reference measurements (token models: fewshot)")
+                        "cross-validates best on the reference measurements (token models: per metric, the "
+                        "few-shot prior with or without its analytic devices or neural view)")
     a.add_argument("--replace", action="store_true", help="onboard an existing device name again")
     a.add_argument("--no-progress", action="store_true",
                    help="no progress bar; one status line per batch is still logged")

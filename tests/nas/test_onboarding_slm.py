@@ -10,6 +10,7 @@ import pytest
 
 from hardware.store import MeasurementStore
 from nas.cli import main
+from nas.onboarding import TOKEN_PRIOR_VARIANTS
 from nas.sources import LATENCY_SOURCES, DeviceLatency, RunContext, make_source
 from predictors import MultiMetricPredictor, load_predictor
 from predictors.mixture import sample_pool
@@ -50,6 +51,12 @@ def test_add_adapts_one_predictor_per_metric(home, capsys):
     assert predictor.adapted_to_device
     # the priors were meta-trained on the shipped tables (measured configurations + analytic)
     assert any(d.startswith("slm_t") for d in predictor.members["decode_ms"].devices)
+    for metric in ("decode_ms", "prefill_ms"):
+        # auto: each metric's prior variant chosen by cross-validation on the references, and saved
+        choice = record["quality"]["choice"][metric]
+        assert set(choice["cross_validated"]) == set(TOKEN_PRIOR_VARIANTS)
+        analytic = [d for d in predictor.members[metric].devices if not d.startswith("slm_t")]
+        assert (not analytic) == (choice["prior"] == "fewshot-tables-only")
     rows = list(csv.DictReader(open(folder / "measurements.csv")))
     assert len(rows) == 8 and set(rows[0]) == {"arch", *METRICS}
     assert main(["device", "list"]) == 0
