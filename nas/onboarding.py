@@ -125,27 +125,20 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
         log(f"measuring {samples} reference + {len(held)} held-out archs on the device")
         measured = chosen + held
         rows = source.evaluate([archs[i] for i in measured])
+        # the reference rows decide (the held-out rows stay unseen for the figures below)
+        reference = [archs[i] for i in chosen]
         if not token_model:
-            # the reference rows decide (the held-out rows stay unseen for the figure below)
             kind = next(iter(candidates))
             if len(candidates) > 1:
-                ref_y = [r["latency_ms"] for r in rows[:samples]]
-                kind, scores = choose_by_cross_validation(candidates, [archs[i] for i in chosen], ref_y, seed)
+                kind, scores = _choose(candidates, reference, rows[:samples], "latency_ms", "predictor", seed, log)
                 result["choice"] = {"requested": predictor_kind, "cross_validated": scores}
-                log("predictor chosen by cross-validation on the reference set: " + kind + " ("
-                    + ", ".join(f"{k} Spearman {v['spearman']:.3f}, MAPE {v['mape'] * 100:.1f}%"
-                                for k, v in scores.items()) + ")")
             predictor, result["method"] = candidates[kind], kind
         else:
             for metric, by_kind in variants.items():
                 if len(by_kind) > 1:
-                    ref_y = [r[metric] for r in rows[:samples]]
-                    kind, scores = choose_by_cross_validation(by_kind, [archs[i] for i in chosen], ref_y, seed)
+                    kind, scores = _choose(by_kind, reference, rows[:samples], metric, f"{metric}: prior", seed, log)
                     priors[metric] = by_kind[kind]
                     result.setdefault("choice", {})[metric] = {"prior": kind, "cross_validated": scores}
-                    log(f"{metric}: prior chosen by cross-validation on the reference set: {kind} ("
-                        + ", ".join(f"{k} Spearman {v['spearman']:.3f}, MAPE {v['mape'] * 100:.1f}%"
-                                    for k, v in scores.items()) + ")")
             predictor = MultiMetricPredictor(space, priors)
         metrics = list(predictor.metrics)
         values = {m: np.array([r[m] for r in rows]) for m in metrics}
@@ -190,6 +183,16 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
         return record
     finally:
         store.close()
+
+
+def _choose(candidates: Mapping[str, Predictor], reference: Sequence[Any], rows: Sequence[Mapping[str, float]],
+            metric: str, what: str, seed: int, log) -> tuple[str, dict[str, dict]]:
+    """:func:`~predictors.quality.choose_by_cross_validation` on the reference rows' ``metric``, logged."""
+    kind, scores = choose_by_cross_validation(candidates, reference, [r[metric] for r in rows], seed)
+    log(f"{what} chosen by cross-validation on the reference set: {kind} ("
+        + ", ".join(f"{k} Spearman {v['spearman']:.3f}, MAPE {v['mape'] * 100:.1f}%" for k, v in scores.items())
+        + ")")
+    return kind, scores
 
 
 def _heldout(space, predictor: Predictor, archs: Sequence[Any], measured: Sequence[int], y: np.ndarray,
