@@ -40,7 +40,6 @@ re-fits.  On a shared machine the timings are noisy; the ceiling shows how noisy
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -49,8 +48,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-#: the candidates of ``device add --predictor auto`` for a network runner
-AUTO = ("fewshot", "mixture")
 METRICS = {"mbv3": ("latency_ms",), "mobiledet": ("latency_ms",),
            "hybrid_slm": ("decode_ms", "prefill_ms", "memory_mb")}
 
@@ -80,7 +77,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from hardware.store import MeasurementStore
+    from hardware.store import MeasurementStore, hwnas_home
     from nas.sources import RunContext
     from nas.sources.device import measuring_source
     from predictors.mixture import quality, sample_pool, select_reference
@@ -97,8 +94,7 @@ def main() -> int:
     options = {"threads": args.threads, "batch_size": args.batch_size}
     if token_model:
         options.update(prompt_len=args.prompt_len, context_len=args.context_len)
-    home = Path(os.environ.get("HWNAS_HOME", "~/.hwnas")).expanduser()
-    store_path = Path(args.store or home / f"bench_onboarding_{args.space}.db")
+    store_path = Path(args.store or hwnas_home() / f"bench_onboarding_{args.space}.db")
 
     def unseen(path):
         store = MeasurementStore(path)
@@ -177,6 +173,7 @@ def main() -> int:
 def network_variants(space, tables, metric, target, pool, batch_size):
     """``device add``'s predictors for a network runner, on the shipped table's sources."""
     from hardware.analytic import sample_devices
+    from nas.onboarding import PREDICTOR_KINDS
     from predictors.mixture import FeatureCache, SourceMixture, fewshot_from_bank, make_mixture, table_sources
     from predictors.source_tables import meta_train
 
@@ -194,7 +191,7 @@ def network_variants(space, tables, metric, target, pool, batch_size):
             "device add --predictor mixture": full,
             "fewshot on the shipped table": meta_train(space, metric, tables, exclude=exclude),
             "mixture, analytic sources only": analytic_only}, \
-        {k: f"device add --predictor {k}" for k in AUTO}, basis
+        {k: f"device add --predictor {k}" for k in PREDICTOR_KINDS if k != "auto"}, basis
 
 
 def token_model_variants(space, tables, metric, target, pool, batch_size):

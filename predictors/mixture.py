@@ -35,6 +35,8 @@ disagree about, not just MACs.
 """
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -352,10 +354,11 @@ FEATURES_FILE = "features.csv"
 
 def features_text(archs: Sequence[Any], cache: FeatureCache) -> str:
     """``features.csv``'s text: ``arch`` plus one column per :data:`FEATURE_NAMES` entry."""
-    rows = cache.features(archs)
-    lines = [",".join(["arch", *FEATURE_NAMES])]
-    lines += [",".join([str(a), *(repr(float(v)) for v in row)]) for a, row in zip(archs, rows)]
-    return "\n".join(lines) + "\n"
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["arch", *FEATURE_NAMES])
+    writer.writerows([str(a), *(repr(float(v)) for v in row)] for a, row in zip(archs, cache.features(archs)))
+    return text.getvalue()
 
 
 def shipped_features(tables: SourceTables) -> np.ndarray | None:
@@ -364,12 +367,12 @@ def shipped_features(tables: SourceTables) -> np.ndarray | None:
     path = tables.root / FEATURES_FILE
     if not path.is_file() or tables.provenance.get("feature_version") != FEATURE_VERSION:
         return None
-    lines = path.read_text().splitlines()
-    if not lines or lines[0].split(",") != ["arch", *FEATURE_NAMES]:
+    lines = list(csv.reader(io.StringIO(path.read_text())))
+    if not lines or lines[0] != ["arch", *FEATURE_NAMES]:
         return None
     rows = {}
-    for number, text in enumerate(lines[1:], start=2):
-        arch, *values = text.split(",")
+    for number, row in enumerate(lines[1:], start=2):
+        arch, values = (row or [""])[0], row[1:]
         try:
             rows[arch] = [float(v) for v in values]
         except ValueError:

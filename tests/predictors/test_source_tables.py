@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from predictors.encoders import SLMEncoder, make_encoder
+from predictors.mixture import FeatureCache, shipped_features, table_sources
 from predictors.source_tables import (PROVENANCE, TABLE_DIR, TABLE_SPACES, config_name, load_tables,
                                       meta_train)
 from search_spaces import make_space
@@ -116,8 +117,6 @@ def test_malformed_tables_are_refused_naming_the_file(tmp_path):
 
 @pytest.mark.parametrize("space_name", [s for s in TABLE_SPACES if s != "hybrid_slm" and load_tables(s) is not None])
 def test_network_tables_ship_the_features_their_cost_models_fit(space_name):
-    from predictors.mixture import FeatureCache, shipped_features, table_sources
-
     tables = load_tables(space_name)
     assert set(tables.metrics) == {"latency_ms"}
     shipped = shipped_features(tables)
