@@ -18,8 +18,11 @@ with the predictions.  Printed per N in {10, 20, 50}: Spearman and MAPE of
   predictions of the pool; the NNLS source mixture), the few-shot predictor meta-trained on the
   shipped table itself, the mixture with analytic sources only;
 * ``hybrid_slm`` (``decode_ms``, ``prefill_ms`` or ``memory_mb``; unseen: the
-  ``slm`` timer at ``--threads/--batch-size/--prompt-len/--context-len``, by
-  default the ``slm_cpu`` recipe's conditions): ``device add --runner slm``'s
+  ``slm`` source at ``--threads/--batch-size/--prompt-len/--context-len``, by
+  default the ``slm_cpu`` recipe's conditions, timed by ``--engine``: ``cpu``,
+  PyTorch eager as in the tables, or a runner such as ``onnxruntime``, which times
+  the exported prefill and decode-step graphs as a device reached through the
+  farm does, a runtime no table column was measured with): ``device add --runner slm``'s
   default (``auto``: of the metric's few-shot priors, whole, without analytic
   devices, without its neural view, the one whose cross-validation on the N
   references is best) and each of them;
@@ -36,6 +39,7 @@ re-fits.  On a shared machine the timings are noisy; the ceiling shows how noisy
     python benchmarks/onboarding_quality.py --space mbv3
     python benchmarks/onboarding_quality.py --space mobiledet
     python benchmarks/onboarding_quality.py --space hybrid_slm --metric decode_ms
+    python benchmarks/onboarding_quality.py --space hybrid_slm --metric decode_ms --engine onnxruntime
 """
 from __future__ import annotations
 
@@ -61,6 +65,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=1, help="its batch size")
     parser.add_argument("--prompt-len", type=int, default=256, help="hybrid_slm: its prompt length")
     parser.add_argument("--context-len", type=int, default=2048, help="hybrid_slm: its decode context")
+    parser.add_argument("--engine", default="cpu",
+                        help="hybrid_slm: what times the unseen device (cpu: PyTorch eager; or a runner name)")
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--pool", type=int, default=300, help="candidates the reference set is chosen from")
     parser.add_argument("--samples", type=int, nargs="+", default=[10, 20, 50])
@@ -92,9 +98,12 @@ def main() -> int:
     token_model = args.space == "hybrid_slm"
     runner = "slm" if token_model else args.runner
     options = {"threads": args.threads, "batch_size": args.batch_size}
+    engine = ""
     if token_model:
         options.update(prompt_len=args.prompt_len, context_len=args.context_len)
-    store_path = Path(args.store or hwnas_home() / f"bench_onboarding_{args.space}.db")
+        if args.engine != "cpu":
+            options["slm"], engine = args.engine, f".{args.engine}"
+    store_path = Path(args.store or hwnas_home() / f"bench_onboarding_{args.space}{engine}.db")
 
     def unseen(path):
         store = MeasurementStore(path)

@@ -186,6 +186,19 @@ def redact(url: str) -> str:
         return url
 
 
+def without_password(url: str) -> str:
+    """The URL with no password at all (not masked): what a file may keep, since libpq reads
+    the password from ``~/.pgpass`` or ``$PGPASSWORD`` when the URL has none."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return url
+    if not parsed.password:
+        return url
+    # URL is a NamedTuple; its set() leaves a field alone when given None
+    return parsed._replace(password=None).render_as_string(hide_password=False)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for one of :data:`SCHEMES`; SQLite gets WAL, a 60 s busy timeout and
     ``BEGIN IMMEDIATE`` transactions (a read that later writes never deadlocks)."""

@@ -21,6 +21,19 @@ LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
 NOISY = ("matplotlib", "PIL", "urllib3", "filelock", "torch", "onnxscript", "asyncio", "sqlalchemy")
 
 
+#: packages that log INFO through the root logger itself, so their chatter cannot be quieted
+#: by logger name (ONNX Runtime's quantizer: a line per weight channel whose scale it widens)
+ROOT_CHATTER = ("onnxruntime",)
+
+
+class _DropRootChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or record.name != "root":
+            return True
+        parts = Path(record.pathname).parts
+        return not any(package in parts for package in ROOT_CHATTER)
+
+
 @contextlib.contextmanager
 def _on_root(handler: logging.Handler) -> Iterator[None]:
     """Attach ``handler`` to the root logger for the block.  The root passes everything
@@ -29,6 +42,7 @@ def _on_root(handler: logging.Handler) -> Iterator[None]:
     root = logging.getLogger()
     previous = root.level
     root.setLevel(logging.DEBUG)
+    handler.addFilter(_DropRootChatter())
     root.addHandler(handler)
     try:
         yield

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hardware.base import Fingerprint
-from hardware.store import MeasurementStore, hwnas_home
+from hardware.store import MeasurementStore, hwnas_home, without_password
 from nas.devices import PREDICTOR_FILE, device_dir
 from nas.files import atomic_write_text
 from nas.sources import RunContext, make_progress
@@ -168,7 +168,7 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
             writer.writerow([str(archs[i]), *(f"{values[m][row]:.6f}" for m in metrics)])
         atomic_write_text(folder / "measurements.csv", table.getvalue())
         record = {"name": name, "runner": runner,
-                  "runner_options": {k: v for k, v in runner_options.items() if k not in _SECRET_OPTIONS},
+                  "runner_options": _storable(runner_options),
                   "protocol": asdict(source.options.protocol),
                   "space": {"name": space.name, "options": space.options()},
                   "fingerprint": described.to_dict(), "source_fingerprint": fingerprint,
@@ -183,6 +183,13 @@ def onboard(name: str, runner: str, runner_options: Mapping[str, Any], space_nam
         return record
     finally:
         store.close()
+
+
+def _storable(runner_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The runner options ``device.json`` keeps (re-measuring the device reads them): no token,
+    and a farm's database URL without its password (libpq finds it in ~/.pgpass or $PGPASSWORD)."""
+    return {k: (without_password(v) if k == "store" and isinstance(v, str) else v)
+            for k, v in runner_options.items() if k not in _SECRET_OPTIONS}
 
 
 def _choose(candidates: Mapping[str, Predictor], reference: Sequence[Any], rows: Sequence[Mapping[str, float]],
@@ -250,12 +257,35 @@ def token_model_priors(space, metrics: Sequence[str], fingerprint: Mapping[str, 
         raise ValueError(f"no source tables ship for space {space.name!r}; token models need them "
                          f"('hwnas predictor tables --space {space.name}')")
     same = tables.configs_measured_as(fingerprint)
+    # At these model sizes a runtime's per-operator overheads shape decode time as much as
+    # the model's bytes do, so configurations timed by another engine (PyTorch eager vs the
+    # exported graphs on ONNX Runtime) mislead the prior: measured, on the benchmark's unseen
+    # devices, they cost the eager device's decode ranking 0.02.  They stay in only when the
+    # device's own engine has too few configurations to learn from.
+    engine = timing_engine(fingerprint)
+    other = [c for c in tables.configs
+             if c not in same and timing_engine(tables.provenance["configs"][c]["fingerprint"]) != engine]
+    if len(tables.configs) - len(same) - len(other) < MIN_ENGINE_CONFIGS:
+        other = []
     t0 = time.perf_counter()
-    priors = {m: meta_train(space, m, tables, exclude=same, seed=seed, **meta_options) for m in metrics}
-    log(f"priors of {', '.join(metrics)} meta-trained on {len(tables.configs) - len(same)} measured "
+    priors = {m: meta_train(space, m, tables, exclude=same + other, seed=seed, **meta_options) for m in metrics}
+    log(f"priors of {', '.join(metrics)} meta-trained on {len(tables.configs) - len(same) - len(other)} measured "
         f"configurations" + (f" (left out {', '.join(same)}: the device's own)" if same else "")
+        + (f" (left out {len(other)} timed by another engine than {engine})" if other else "")
         + f" of {tables.provenance['archs']} archs, plus analytic devices ({time.perf_counter() - t0:.1f} s)")
     return priors
+
+
+#: fewest configurations of the device's own timing engine a token-model prior is trained on
+#: alone (with fewer, every engine's configurations are kept)
+MIN_ENGINE_CONFIGS = 3
+
+
+def timing_engine(fingerprint: Mapping[str, Any]) -> str:
+    """What timed a token model (an ``slm`` source's fingerprint): ``eager`` for the PyTorch
+    timers, else the runtime of the runner engine (a farm device's: the device's own)."""
+    engine = fingerprint.get("engine")
+    return str(engine["runner"]) if isinstance(engine, Mapping) else "eager"
 
 
 def shipped_sources(space, fingerprint: Mapping[str, Any]) -> list[RealSource]:
@@ -272,7 +302,7 @@ def device_fingerprint(source) -> Fingerprint:
     """The device description ``hwnas device list`` shows: the runner's fingerprint, or the
     decode timer's for a token model (runner ``slm-decode``)."""
     if isinstance(source, SLMLatency):
-        return source.timers["decode"].fingerprint()
+        return source.device_fingerprint()
     return source.runner.fingerprint()
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hardware.base import cpu_model
-from hardware.store import MeasurementStore, hwnas_home
+from hardware.store import MeasurementStore, hwnas_home, space_key
 from nas.files import atomic_write_text
 from nas.sources import RunContext
 from nas.sources.device import TOKEN_RUNNER, measuring_source
@@ -49,16 +49,29 @@ def _slm_configs() -> dict[str, dict[str, Any]]:
                 options = {"runner": TOKEN_RUNNER, "threads": threads, "batch_size": batch_size,
                            "prompt_len": prompt_len, "context_len": context_len}
                 configs[config_name(options)] = options
+    # the exported prefill and decode-step graphs on ONNX Runtime: the runtime of a device
+    # reached through the farm, whose per-operator overheads differ from PyTorch eager's
+    for threads in (1, 2):
+        for batch_size in (1, 4):
+            options = {"runner": TOKEN_RUNNER, "slm": "onnxruntime", "threads": threads, "batch_size": batch_size,
+                       "prompt_len": 256, "context_len": 2048}
+            configs[config_name(options)] = options
     return configs
 
 
 def _runner_configs() -> dict[str, dict[str, Any]]:
     configs = {}
-    for runner in ("onnxruntime", "torch_cpu"):
-        for threads in (1, 2):
-            for batch_size in (1, 8):
-                options = {"runner": runner, "threads": threads, "batch_size": batch_size}
-                configs[config_name(options)] = options
+    # int8 only where a runner has an int8 path (ONNX Runtime's static quantization): int8
+    # kernels change the balance between layer kinds (regular convolutions gain, depthwise
+    # ones barely), a real device family the prior should span
+    for runner, dtypes in (("onnxruntime", ("float32", "int8")), ("torch_cpu", ("float32",))):
+        for dtype in dtypes:
+            for threads in (1, 2):
+                for batch_size in (1, 8):
+                    options = {"runner": runner, "threads": threads, "batch_size": batch_size}
+                    if dtype != "float32":
+                        options["dtype"] = dtype
+                    configs[config_name(options)] = options
     return configs
 
 
@@ -90,6 +103,7 @@ def build(space_name: str, out: Path = TABLE_DIR, count: int = 150, configs: Seq
     archs = sample_pool(space, count, TABLE_SEED)
     store = MeasurementStore(store_path or hwnas_home() / "source_tables.db")
     folder = Path(out) / space_name
+    skey = space_key(space)
     columns: dict[str, dict[str, list[float]]] = {}
     described: dict[str, Any] = {}
     try:
@@ -108,7 +122,11 @@ def build(space_name: str, out: Path = TABLE_DIR, count: int = 150, configs: Seq
                 source.close()
             for metric in source.metrics:
                 columns.setdefault(metric, {})[name] = [float(r[metric]) for r in rows]
-            described[name] = {"options": every[name], "fingerprint": source.fingerprint()}
+            # rows the anchor check left flagged (kept, scaled by their batch's drift): how far
+            # a column can be trusted, in its provenance
+            flagged = sum(not store.row_meta(source.key, skey, str(a))[1] for a in archs)
+            described[name] = {"options": every[name], "fingerprint": source.fingerprint(),
+                               "unreliable_rows": flagged}
     finally:
         store.close()
     for metric, table in columns.items():

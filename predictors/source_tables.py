@@ -55,8 +55,16 @@ _LABELS = (("threads", "t"), ("batch_size", "b"), ("prompt_len", "p"), ("context
 
 def config_name(options: Mapping[str, Any]) -> str:
     """The column name of a measurement configuration (its ``runner`` and options), e.g.
-    ``slm_t1_b1_p256_c2048`` or ``onnxruntime_t2_b8``."""
-    return "_".join([options["runner"]] + [f"{label}{options[key]}" for key, label in _LABELS if key in options])
+    ``slm_t1_b1_p256_c2048``, ``onnxruntime_t2_b8`` or ``onnxruntime_t1_b1_int8``
+    (float32, the default dtype, is left out of the name), and for a token model timed by a
+    runner rather than PyTorch eager, its engine: ``slm_onnxruntime_t1_b1_p256_c2048``."""
+    parts = [options["runner"]]
+    if options.get("slm", "cpu") != "cpu":
+        parts.append(str(options["slm"]))
+    parts += [f"{label}{options[key]}" for key, label in _LABELS if key in options]
+    if options.get("dtype", "float32") != "float32":
+        parts.append(str(options["dtype"]))
+    return "_".join(parts)
 
 
 @dataclass

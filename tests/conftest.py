@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.hardware.remote.helpers import AGENT_KIND, BLOCKER
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -24,6 +29,32 @@ def _one_torch_thread():
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HWNAS_HOME", str(tmp_path / "hwnas_home"))
+
+
+@pytest.fixture
+def start_agent(tmp_path):
+    """``start_agent(url, *options) -> Popen``: an agent as on a device, where ``import torch``
+    fails (the light distribution has none); every agent started is killed by pid at the end."""
+    procs: list[subprocess.Popen] = []
+    blocker = tmp_path / "no_torch"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(BLOCKER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(REPO)])}
+
+    def start(url: str, *options: str) -> subprocess.Popen:
+        log = tmp_path / f"agent{len(procs)}"
+        proc = subprocess.Popen([sys.executable, "-m", "hardware.remote.agent", "--store", url, "--device", AGENT_KIND,
+                                 "--threads", "1", "--poll-s", "0.1", *options], cwd=tmp_path, env=env,
+                                stdout=open(f"{log}.out", "wb"), stderr=open(f"{log}.err", "wb"))
+        proc.out, proc.err = Path(f"{log}.out"), Path(f"{log}.err")
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 @pytest.fixture

@@ -220,7 +220,9 @@ class RemoteRunner(Runner):
                              f"serving runner 'onnxruntime' with dtype float32")
         model, example = candidate.build()
         if device["dtype"] == "float16":
-            model, example = model.half(), example.half()
+            # token ids stay integers; only float inputs follow the device's dtype
+            model = model.half()
+            example = example.half() if example.is_floating_point() else example
         # torch.onnx.export keeps process-global state: one export at a time, in any thread
         with _EXPORT_LOCK:
             data = export_onnx(model, example, opset=self.opset)

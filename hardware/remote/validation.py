@@ -23,7 +23,8 @@ import numpy as np
 from hardware.remote.wire import RequestError
 
 #: ONNX TensorProto element types the server accepts as network input
-INPUT_DTYPES = {1: np.float32, 10: np.float16}
+#: input element types a model may take (ONNX TensorProto codes): images, and token ids (int64)
+INPUT_DTYPES = {1: np.float32, 10: np.float16, 7: np.int64}
 #: operator domains any model may use (others only if the model defines them as functions)
 STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml"})
 #: If/Loop/Scan bodies nested deeper than this are refused
@@ -126,7 +127,7 @@ def validate_onnx(key: str, data: bytes, input_shape: Sequence[int]) -> np.dtype
     tensor_type = inputs[0].type.tensor_type
     if tensor_type.elem_type not in INPUT_DTYPES:
         raise RequestError(400, f"model {key!r}: input element type {tensor_type.elem_type} "
-                                f"is not float32 or float16")
+                                f"is not float32, float16 or int64")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
     if len(dims) != len(input_shape) or any(d is not None and d != s for d, s in zip(dims, input_shape)):
         shown = ["?" if d is None else d for d in dims[:8]]

@@ -50,7 +50,9 @@ def register(sub) -> None:
     dsub.required = True
     a = dsub.add_parser("add", help="measure a reference set on a new device and adapt the predictor")
     a.add_argument("name", help="name the device is onboarded under")
-    a.add_argument("--runner", required=True, help="runner name (onnxruntime, torch_cuda, tensorrt, remote, ...)")
+    a.add_argument("--runner", required=True,
+                   help="runner name (onnxruntime, torch_cuda, tensorrt, remote, farm, ...), or slm for a token "
+                        "model (its engine: --runner-option slm=cpu|cuda|RUNNER, default cpu)")
     a.add_argument("--threads", type=int, default=None, help="inference threads (default: the runner's)")
     a.add_argument("--batch-size", type=int, default=1, help="inference batch size (default 1)")
     a.add_argument("--dtype", default=None, help="inference dtype (default: the runner's)")

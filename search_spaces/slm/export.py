@@ -11,8 +11,9 @@ alone (no search space needed); it also reads the folders ``hwnas export``
 writes for a ``hybrid_slm`` run (``config.json`` beside the framework's
 ``model.pt``).  The ONNX graph has a fixed prompt length: the
 chunked SSM/DeltaNet scans are unrolled over ``prompt_len / chunk_size``
-chunks, so export at the prompt length you will serve.  Decoding with a cache
-is a PyTorch-only path.
+chunks, so export at the prompt length you will serve.  Decoding with a live,
+growing cache is a PyTorch-only path; one decode step on a fixed cache exports
+(:class:`search_spaces.slm.graphs.DecodeStep`, what runners time).
 """
 from __future__ import annotations
 

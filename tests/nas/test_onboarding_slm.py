@@ -16,6 +16,7 @@ from predictors import MultiMetricPredictor, load_predictor
 from predictors.mixture import sample_pool
 from search_spaces import make_space
 from tests.conftest import onboarded_home
+from tests.hardware.remote.helpers import AGENT_KIND
 
 SPACE = {"widths": [32, 48], "heads": [2], "kv_heads": [1], "depths": [2, 3], "chunk_size": 16,
          "seq_len": 32, "context_len": 64}
@@ -55,7 +56,7 @@ def test_add_adapts_one_predictor_per_metric(home, capsys):
         # auto: each metric's prior variant chosen by cross-validation on the references, and saved
         choice = record["quality"]["choice"][metric]
         assert set(choice["cross_validated"]) == set(TOKEN_PRIOR_VARIANTS)
-        analytic = [d for d in predictor.members[metric].devices if not d.startswith("slm_t")]
+        analytic = [d for d in predictor.members[metric].devices if d.startswith("analytic_")]
         assert (not analytic) == (choice["prior"] == "fewshot-tables-only")
     rows = list(csv.DictReader(open(folder / "measurements.csv")))
     assert len(rows) == 8 and set(rows[0]) == {"arch", *METRICS}
@@ -115,3 +116,54 @@ def test_predict_writes_every_metric(home, tmp_path):
 def test_token_model_refuses_the_mixture_predictor(home, capsys):
     assert main([a if a != "slm-tiny" else "other" for a in ADD] + ["--predictor", "mixture"]) == 2
     assert "onboards the fewshot predictor" in capsys.readouterr().err
+
+
+def test_add_through_the_pull_farm_times_the_graphs_on_an_agent(pg_url, start_agent, home, capsys):
+    """``device add --runner slm`` with ``slm=farm``: the prefill and decode-step graphs travel as
+    ONNX jobs to a device agent that cannot import torch, as on a phone; all three metrics are
+    adapted and the device's runtime is recorded."""
+    agent = start_agent(pg_url)
+    # the throwaway server trusts loopback, so a password in the URL is not needed, only kept out of files
+    url = pg_url.replace("://hwnas@", "://hwnas:s3cret-pw@")
+    farm = ["--runner-option", "slm=farm", "--runner-option", f"kind={AGENT_KIND}", "--runner-option", f"store={url}",
+            "--runner-option", "timeout_s=60", "--runner-option", "poll_s=0.1"]
+    command = [a if a != "slm-tiny" else "slm-farm" for a in ADD] + farm
+    assert main(command) == 0, capsys.readouterr().err
+    record = json.loads((home / "devices" / "slm-farm" / "device.json").read_text())
+    assert record["metrics"] == METRICS and record["runner_options"]["slm"] == "farm"
+    assert record["runner_options"]["store"] == pg_url  # the password is not written
+    assert "s3cret" not in (home / "devices" / "slm-farm" / "device.json").read_text()
+    engine = record["source_fingerprint"]["engine"]
+    assert engine["runner"] == "onnxruntime" and engine["threads"] == 1
+    assert record["fingerprint"]["runner"] == "onnxruntime"  # what device list shows: the device's runtime
+    for metric in METRICS:
+        assert record["quality"]["metrics"][metric]["cross_validated"]["count"] == 8
+    # the agent measured them: prefill and decode graphs of the 8 measured archs, in jobs
+    with MeasurementStore(pg_url) as jobs:
+        with jobs.engine.connect() as conn:
+            states = dict(conn.exec_driver_sql("SELECT state, count(*) FROM jobs GROUP BY state").all())
+    assert set(states) == {"done"} and states["done"] >= 2
+    assert agent.poll() is None  # serving on
+
+
+def test_a_token_models_prior_keeps_to_the_devices_timing_engine():
+    """PyTorch eager and the exported graphs on ONNX Runtime time decode differently at these
+    sizes: a device's prior is trained on its own engine's configurations, on every engine's
+    only when its own has too few."""
+    from nas.onboarding import timing_engine, token_model_priors
+    from predictors.source_tables import TABLE_SPACES, load_tables
+
+    tables = load_tables("hybrid_slm")
+    space = make_space("hybrid_slm", **TABLE_SPACES["hybrid_slm"])
+    configs = tables.provenance["configs"]
+    eager = configs["slm_t1_b1_p256_c2048"]["fingerprint"]
+    onnx = configs["slm_onnxruntime_t1_b1_p256_c2048"]["fingerprint"]
+    assert (timing_engine(eager), timing_engine(onnx)) == ("eager", "onnxruntime")
+    for fingerprint, kept in ((eager, "slm_t"), (onnx, "slm_onnxruntime_")):
+        prior = token_model_priors(space, ["decode_ms"], fingerprint, 0, analytic_per_family=0)["decode_ms"]
+        own = [c for c in tables.configs if c.startswith(kept)]
+        assert sorted(prior.devices) == sorted(set(own) - set(tables.configs_measured_as(fingerprint)))
+    # a runtime no table was timed with (a TensorRT device): every configuration teaches
+    tensorrt = {**onnx, "engine": {**onnx["engine"], "runner": "tensorrt"}}
+    prior = token_model_priors(space, ["decode_ms"], tensorrt, 0, analytic_per_family=0)["decode_ms"]
+    assert sorted(prior.devices) == sorted(tables.configs)

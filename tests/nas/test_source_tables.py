@@ -38,7 +38,14 @@ def test_bad_requests_name_what_is_wrong(tmp_path, capsys):
     assert not (tmp_path / "hybrid_slm").exists()
 
 
-@pytest.mark.parametrize("space", ["hybrid_slm", "mbv3", "mobiledet"])
-def test_every_configuration_is_named_by_its_options(space):
+@pytest.mark.parametrize("space,count", [("hybrid_slm", 12), ("mbv3", 12), ("mobiledet", 12)])
+def test_every_configuration_is_named_by_its_options(space, count):
     configs = configs_of(space)
-    assert len(configs) == 8 and all(config_name(options) == name for name, options in configs.items())
+    assert len(configs) == count and all(config_name(options) == name for name, options in configs.items())
+    # int8 where a runner has an int8 path (ONNX Runtime's), named so; float32 stays unnamed
+    int8 = [name for name, options in configs.items() if options.get("dtype") == "int8"]
+    assert all(name.startswith("onnxruntime_") and name.endswith("_int8") for name in int8)
+    assert len(int8) == (4 if space != "hybrid_slm" else 0)
+    # token models: PyTorch eager, and the exported graphs on ONNX Runtime (a farm device's runtime)
+    engines = [options["slm"] for options in configs.values() if "slm" in options]
+    assert engines == (["onnxruntime"] * 4 if space == "hybrid_slm" else [])

@@ -6,6 +6,7 @@ import os
 import select
 import signal
 import subprocess
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +21,21 @@ from hardware.remote import encode_measure
 TOKEN = "test-token-0123456789"
 SHAPE = (1, 3, 32, 32)
 FAST = Protocol(rounds=3, repeats=2, target_ms=5.0, warmup=2)
+#: the device kind the farm tests' agents serve
+AGENT_KIND = "pixel-test"
+#: a sitecustomize.py that makes torch unimportable, as on a device with the light distribution
+BLOCKER = textwrap.dedent("""
+    import sys
+
+    class _NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError(f"torch is not installed on this device ({name})")
+            return None
+
+    sys.meta_path.insert(0, _NoTorch())
+""")
+
 
 
 def net(width: int) -> nn.Module:

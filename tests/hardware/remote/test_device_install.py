@@ -6,28 +6,15 @@ import argparse
 import os
 import subprocess
 import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from hardware.remote import DeviceClient
-from tests.hardware.remote.helpers import FAST, SHAPE, onnx_bytes, read_lines_until, stop
+from tests.hardware.remote.helpers import BLOCKER, FAST, SHAPE, onnx_bytes, read_lines_until, stop
 
 REPO = Path(__file__).resolve().parents[3]
-BLOCKER = textwrap.dedent("""
-    import sys
-
-    class _NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"torch is not installed on this device ({name})")
-            return None
-
-    sys.meta_path.insert(0, _NoTorch())
-""")
-
 
 def test_serve_path_never_imports_torch():
     code = ("import sys\n"

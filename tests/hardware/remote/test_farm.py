@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,15 +24,14 @@ from hardware.remote.wire import Limits, RemoteError, encode_measure
 from hardware.store import FingerprintMismatch, MeasurementStore
 from search_spaces import make_space
 from tests.hardware.remote import corpus
-from tests.hardware.remote.test_device_install import BLOCKER
+from tests.hardware.remote.helpers import AGENT_KIND
 
-REPO = Path(__file__).resolve().parents[3]
 SPACE = {"resolutions": [32], "widths": [0.5], "depths": [1], "kernels": [3], "expansions": [3],
          "num_classes": 10}
 QUICK = Protocol(rounds=1, repeats=1, target_ms=1.0, warmup=1, max_iterations=5)
 #: a job that takes seconds: long enough to kill its agent while it measures
 SLOW = Protocol(rounds=8, repeats=1, target_ms=300.0, warmup=1, max_iterations=10000)
-KIND = "pixel-test"
+KIND = AGENT_KIND
 
 
 @pytest.fixture(scope="module")
@@ -49,32 +46,6 @@ def mbv3_models():
         example = space.example_input(arch, 1)
         out.append((f"a{i}", export_onnx(space.build(arch).eval(), example), tuple(example.shape)))
     return out
-
-
-@pytest.fixture
-def start_agent(tmp_path):
-    """``start_agent(url, *options) -> Popen``: an agent as on a device, where ``import torch``
-    fails (the light distribution has none); every agent started is killed by pid at the end."""
-    procs: list[subprocess.Popen] = []
-    blocker = tmp_path / "no_torch"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(BLOCKER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(REPO)])}
-
-    def start(url: str, *options: str) -> subprocess.Popen:
-        log = tmp_path / f"agent{len(procs)}"
-        proc = subprocess.Popen([sys.executable, "-m", "hardware.remote.agent", "--store", url, "--device", KIND,
-                                 "--threads", "1", "--poll-s", "0.1", *options], cwd=tmp_path, env=env,
-                                stdout=open(f"{log}.out", "wb"), stderr=open(f"{log}.err", "wb"))
-        proc.out, proc.err = Path(f"{log}.out"), Path(f"{log}.err")
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 def until(condition, timeout: float, what: str):

@@ -104,6 +104,17 @@ def two_input_model() -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
+def test_a_token_model_with_integer_ids_is_measured(server):
+    """A token model's graph takes int64 ids; the device feeds zeros, valid for any vocabulary
+    (random ids could index past the embedding)."""
+    # two ids only: the ids random draws would give (-3..3) would fail the Gather
+    model = nn.Sequential(nn.Embedding(2, 8), nn.Flatten(), nn.Linear(32, 2)).eval()
+    data = export_onnx(model, torch.zeros(1, 4, dtype=torch.long))
+    status, answer = post(server.url, encode_measure([("tokens", data, (1, 4))], FAST, 0))
+    assert status == 200, answer
+    assert answer["results"]["tokens"]["latency_ms"] > 0
+
+
 def test_unknown_route_and_bad_batch_size(server):
     assert get(server.url, path="/nothing")[0] == 404
     assert get(server.url, path="/info?batch_size=zero")[0] == 400

@@ -15,9 +15,9 @@ EXTERNAL = ["ext_initializer", "ext_initializer_entries_only", "ext_constant_val
             "ext_nested_loop_in_scan_in_if", "ext_function_body", "ext_training_info"]
 
 
-def refused(data: bytes) -> RequestError:
+def refused(data: bytes, shape=corpus.SHAPE) -> RequestError:
     with pytest.raises(RequestError) as info:
-        validate_onnx("m", data, corpus.SHAPE)
+        validate_onnx("m", data, shape)
     return info.value
 
 
@@ -79,3 +79,19 @@ def test_tensor_dims_beyond_the_request_are_refused():
 def test_resource_bombs_pass_validation(name):
     """Nothing static tells these from real networks: the measuring child's limits stop them."""
     assert validate_onnx("m", getattr(corpus, name)(), corpus.SHAPE) == np.float32
+
+
+def _cast_model(elem_type: int) -> bytes:
+    """One input of ``elem_type`` cast to float: the smallest model taking that input type."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Cast", ["x"], ["y"], to=onnx.TensorProto.FLOAT)], "g",
+        [onnx.helper.make_tensor_value_info("x", elem_type, [1, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_token_ids_are_an_input_type_and_other_integers_are_not():
+    """Token models' graphs take int64 ids (the worker feeds zeros); int32 is refused by name."""
+    assert validate_onnx("m", _cast_model(onnx.TensorProto.INT64), (1, 4)) == np.int64
+    error = refused(_cast_model(onnx.TensorProto.INT32), shape=(1, 4))
+    assert error.status == 400 and "is not float32, float16 or int64" in error.reason

@@ -52,8 +52,13 @@ def test_measures_all_metrics_and_caches(ctx):
 def test_bad_options_are_named(ctx):
     with pytest.raises(ValueError, match=r"latency\.ctx_len: unknown key"):
         make_source({"slm": "cpu", "ctx_len": 5}, LATENCY_SOURCES, ctx, "latency")
-    with pytest.raises(ValueError, match="device must be one of"):
+    with pytest.raises(ValueError, match="slm engine must be one of"):
         make_source({"slm": "tpu"}, LATENCY_SOURCES, ctx, "latency")
+    # a runner engine: the section's other keys are that runner's, named when wrong
+    with pytest.raises(ValueError, match=r"latency\.servers: unknown key"):
+        make_source({"slm": "onnxruntime", "servers": "http://127.0.0.1:1"}, LATENCY_SOURCES, ctx, "latency")
+    with pytest.raises(ValueError, match=r"latency\.dtype: token models are timed in floating point"):
+        make_source({"slm": "onnxruntime", "dtype": "int8"}, LATENCY_SOURCES, ctx, "latency")
     with pytest.raises(ValueError, match="context_len must be an integer >= 1"):
         make_source({"slm": "cpu", "context_len": 0}, LATENCY_SOURCES, ctx, "latency")
 
@@ -66,3 +71,46 @@ def test_rejects_models_without_decode_cache(tmp_path):
         arch = space.sample(__import__("numpy").random.default_rng(0))
         with pytest.raises(ValueError, match="no decode cache"):
             source.evaluate([arch])
+
+
+def test_a_runner_engine_times_the_exported_graphs(ctx):
+    """``slm: onnxruntime``: the prefill and decode-step graphs timed by a runner, as any
+    ONNX device would; memory is the same count as the eager engine's."""
+    section = {"slm": "onnxruntime", **FAST, "batch_size": 2}
+    source = make_source(section, LATENCY_SOURCES, ctx, "latency")
+    eager = make_source({"slm": "cpu", **FAST, "batch_size": 2}, LATENCY_SOURCES, ctx, "latency")
+    fingerprint = source.fingerprint()
+    assert fingerprint["engine"]["runner"] == "onnxruntime" and fingerprint["engine"]["batch_size"] == 2
+    assert fingerprint["graphs"]["decode"]["context_len"] == FAST["context_len"]
+    assert source.key != eager.key and source.device_fingerprint().runner == "onnxruntime"
+    archs = [ctx.space.parse(a) for a in ARCHS]
+    rows, eager_rows = source.evaluate(archs), eager.evaluate(archs)
+    for row, eager_row in zip(rows, eager_rows):
+        assert row["prefill_ms"] > 0 and row["decode_ms"] > 0
+        assert row["memory_mb"] == pytest.approx(eager_row["memory_mb"])
+    # the section round-trips with the runner's own options
+    parsed = type(source).parse_options(type(source).section(source.options), "latency", "", ctx.base_dir)
+    assert parsed == source.options and parsed.runner_options.threads == 1
+    source.close()
+
+
+def test_a_device_reached_through_serve_device_times_token_models(ctx, monkeypatch):
+    """``slm: remote``: the graphs travel as ONNX with integer inputs to a loopback serve-device
+    (which never imports torch) and come back timed; the token stays out of the section."""
+    from hardware.remote import DeviceServer, Limits
+
+    token = "slm-test-token-0123456789"
+    monkeypatch.setenv("HWNAS_DEVICE_TOKEN", token)
+    limits = Limits(max_request_bytes=8 << 20, max_models=4, max_measure_s=120, max_wait_s=60)
+    with DeviceServer(token, "onnxruntime", {"threads": 1}, host="127.0.0.1", port=0, limits=limits) as server:
+        # no threads: the device's own count, and the section round-trips without inventing one
+        fast = {k: v for k, v in FAST.items() if k != "threads"}
+        source = make_source({"slm": "remote", "servers": server.url, **fast}, LATENCY_SOURCES, ctx, "latency")
+        assert source.options.runner_options.threads is None and source.options.threads is None
+        section = type(source).section(source.options)
+        assert type(source).parse_options(section, "latency", "", ctx.base_dir) == source.options
+        assert source.fingerprint()["engine"]["runner"] == "onnxruntime"  # the device's runtime
+        rows = source.evaluate([ctx.space.parse(a) for a in ARCHS])
+        source.close()
+    assert all(r["prefill_ms"] > 0 and r["decode_ms"] > 0 and r["memory_mb"] > 0 for r in rows)
+    assert "token" in type(source).secret_keys(source.options)
