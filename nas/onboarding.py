@@ -299,8 +299,8 @@ def shipped_sources(space, fingerprint: Mapping[str, Any]) -> list[RealSource]:
 
 
 def device_fingerprint(source) -> Fingerprint:
-    """The device description ``hwnas device list`` shows: the runner's fingerprint, or the
-    decode timer's for a token model (runner ``slm-decode``)."""
+    """The device description ``hwnas device list`` shows: the runner's fingerprint; for a
+    token model its engine runner's, or the decode timer's (runner ``slm-decode``) for PyTorch eager."""
     if isinstance(source, SLMLatency):
         return source.device_fingerprint()
     return source.runner.fingerprint()
