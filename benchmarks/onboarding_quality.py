@@ -22,7 +22,7 @@ with the predictions.  Printed per N in {10, 20, 50}: Spearman and MAPE of
   default the ``slm_cpu`` recipe's conditions, timed by ``--engine``: ``cpu``,
   PyTorch eager as in the tables, or a runner such as ``onnxruntime``, which times
   the exported prefill and decode-step graphs as a device reached through the
-  farm does, a runtime no table column was measured with): ``device add --runner slm``'s
+  farm does; its own table column is left out as for eager): ``device add --runner slm``'s
   default (``auto``: of the metric's few-shot priors, whole, without analytic
   devices, without its neural view, the one whose cross-validation on the N
   references is best) and each of them;

@@ -46,7 +46,7 @@ from predictors.mixture import (FEATURE_VERSION, FeatureCache, RealSource, Sourc
                                 make_mixture, quality, sample_pool, select_reference, table_sources)
 from predictors.multi import MultiMetricPredictor
 from predictors.quality import adapt, choose_by_cross_validation, find_outliers
-from predictors.source_tables import load_tables, meta_train
+from predictors.source_tables import SourceTables, load_tables, meta_train
 from search_spaces import make_space
 
 logger = logging.getLogger(__name__)
@@ -237,8 +237,9 @@ def token_model_variants(space, metrics: Sequence[str], fingerprint: Mapping[str
     """``metric -> {variant: prior}``: every :data:`TOKEN_PRIOR_VARIANTS` for ``auto``, the
     whole prior (``fewshot``) alone otherwise."""
     kinds = list(TOKEN_PRIOR_VARIANTS) if predictor_kind == "auto" else ["fewshot"]
+    tables = shipped_token_tables(space)  # read once for every variant
     by_kind = {kind: token_model_priors(space, metrics, fingerprint, seed, log if kind == "fewshot" else _quiet,
-                                        **TOKEN_PRIOR_VARIANTS[kind]) for kind in kinds}
+                                        tables=tables, **TOKEN_PRIOR_VARIANTS[kind]) for kind in kinds}
     return {m: {kind: by_kind[kind][m] for kind in kinds} for m in metrics}
 
 
@@ -246,16 +247,23 @@ def _quiet(*_) -> None:
     """A log that drops its lines (the variants of a prior would repeat its own)."""
 
 
-def token_model_priors(space, metrics: Sequence[str], fingerprint: Mapping[str, Any], seed: int,
-                       log=print, **meta_options) -> dict[str, FewShotPredictor]:
-    """One few-shot prior per metric, meta-trained on the shipped source tables of the space,
-    leaving out the configuration that measures exactly like the device being onboarded
-    (this machine under the same options: it would be the device itself).  ``meta_options``
-    go to :func:`predictors.source_tables.meta_train` (benchmarks compare variants)."""
+def shipped_token_tables(space) -> SourceTables:
+    """The space's shipped source tables, which a token model's prior cannot do without."""
     tables = load_tables(space.name)
     if tables is None:
         raise ValueError(f"no source tables ship for space {space.name!r}; token models need them "
                          f"('hwnas predictor tables --space {space.name}')")
+    return tables
+
+
+def token_model_priors(space, metrics: Sequence[str], fingerprint: Mapping[str, Any], seed: int,
+                       log=print, tables: SourceTables | None = None, **meta_options) -> dict[str, FewShotPredictor]:
+    """One few-shot prior per metric, meta-trained on the shipped source tables of the space,
+    leaving out the configuration that measures exactly like the device being onboarded
+    (this machine under the same options: it would be the device itself).  ``meta_options``
+    go to :func:`predictors.source_tables.meta_train` (benchmarks compare variants); ``tables``
+    are the shipped ones unless given."""
+    tables = tables or shipped_token_tables(space)
     same = tables.configs_measured_as(fingerprint)
     # At these model sizes a runtime's per-operator overheads shape decode time as much as
     # the model's bytes do, so configurations timed by another engine (PyTorch eager vs the

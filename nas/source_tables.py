@@ -124,7 +124,7 @@ def build(space_name: str, out: Path = TABLE_DIR, count: int = 150, configs: Seq
                 columns.setdefault(metric, {})[name] = [float(r[metric]) for r in rows]
             # rows the anchor check left flagged (kept, scaled by their batch's drift): how far
             # a column can be trusted, in its provenance
-            flagged = sum(not store.row_meta(source.key, skey, str(a))[1] for a in archs)
+            flagged = len(archs) - len(store.get_many(source.key, skey, [str(a) for a in archs]))
             described[name] = {"options": every[name], "fingerprint": source.fingerprint(),
                                "unreliable_rows": flagged}
     finally:

@@ -141,11 +141,10 @@ def run_job(backend, body: bytes, limits: Limits, log: list[str]) -> dict[str, A
     candidates = []
     for key, data, shape in models:
         dtype = validate_onnx(key, data, shape)
-        array = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
-        if dtype.kind == "i":
-            # token ids: 0 exists in every vocabulary (cost does not depend on the ids), where a
-            # random id could index past the embedding and fail the model for no fault of its own
-            array = np.zeros(shape, dtype=dtype)
+        # token ids are zeros: 0 exists in every vocabulary (cost does not depend on the ids), where
+        # a random id could index past the embedding and fail the model for no fault of its own
+        array = (np.zeros(shape, dtype=dtype) if dtype.kind == "i"
+                 else rng.standard_normal(shape, dtype=np.float32).astype(dtype))
         candidates.append(Candidate(key, lambda key=key, data=data, array=array: ((key, data), array)))
     timer = OnnxTimer(backend, started + limits.max_measure_s, len(candidates), models[0][2][0],
                       limits.max_memory_mb, log)
