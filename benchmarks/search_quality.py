@@ -45,6 +45,20 @@ with the current front's fastest point as the reference, 0.9748 / 0.9749 with a
 population of 16 / 48.  On pixel2 and fpga the best cell of each latency step is
 0.05-0.2 pt above the next few, which a surrogate of structure does not separate.
 
+Also without gain (same replay; 0.9807 as shipped on seeds 0-2, 0.9798 on seeds 0-5):
+every cell of the space as candidates instead of the random draws 0.9771; bred children
+only 0.9773; hypervolume improvement of the upper bound mean + k sd instead of EHVI,
+k = 0 / 1: 0.9684 / 0.9747; EHVI with the GP's sd scaled by 0.5 / 2: 0.9741 / 0.9709;
+the GP's mean averaged with a random forest's (64 trees, same features) 0.9786, the
+forest alone 0.9689; a quadratic trend in log latency 0.9766; no trend in the
+two-objective search 0.9802 on seeds 0-5 (pixel2 0.984 against 0.974, fpga 0.974
+against 0.982).  Where the loss lies: the front's accurate end, whose steps are the
+widest; e.g. on eyeriss seed 2 the three best cells of the table (94.31-94.37%, all
+with a skip connection on edge 3<-0) were not found, the best found being 94.02% three
+edges away, and the fitted GP ranked those cells 130th-2,140th of 15,625 by mean
+(Spearman within the table's top 5%: 0.1-0.2 for every surrogate tried, GP, forest,
+extra trees or ridge on decision pairs).
+
     python benchmarks/search_quality.py                       # full: 24 min on 2 cores
     python benchmarks/search_quality.py --seeds 2 --devices fpga,pixel2 --trials 50,100
 """
