@@ -40,12 +40,21 @@ def processes():
             proc.wait(timeout=30)
 
 
+def _ctrl_c_as_in_a_terminal():
+    # a command started in the background by a non-interactive shell (`cmd &`, as CI scripts
+    # do) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler:
+    # the search would rightly ignore the test's Ctrl-C.  A terminal's foreground command has
+    # the default disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_a_measured_search_exits_130_with_one_line_and_resumes(tmp_path, processes, monkeypatch):
     recipe = tiny_recipe(tmp_path, search={"controller": "random", "trials": 4, "batch_size": 2})
     path = _write(tmp_path, recipe)
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "search", str(path), "--no-progress"],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HWNAS_HOME": str(tmp_path / "home")})
+                            env={**os.environ, "HWNAS_HOME": str(tmp_path / "home")},
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
     processes.append(proc)
     study = tmp_path / "run" / "study.db"
     deadline = time.monotonic() + 240

@@ -12,6 +12,11 @@ from nas.export import export_int8, export_model
 from search_spaces import make_space
 from tests.hardware.test_quantize import weight_scale_sizes
 
+#: int8 against fp32 top-1 agreement of the fixture's model: it trains 2 epochs (64-76% held-out
+#: accuracy), so many images are near-ties that any rounding flips, and how many flip depends on
+#: the CPU's int8 kernels (0.84-0.89 on an AMD EPYC with AVX-512 VNNI, above 0.9 on a Xeon with AMX)
+TOP1_AGREEMENT = 0.8
+
 OPTIONS = {"resolutions": [32], "widths": [1.0], "depths": [2], "kernels": [3], "expansions": [4], "num_classes": 10}
 
 
@@ -34,7 +39,7 @@ def test_an_int8_arch_exports_its_quantized_model(trained, tmp_path):
     record = json.loads((tmp_path / "arch.json").read_text())
     assert record["arch"] == str(arch) and record["int8"]["modules"] == list(space.int8_modules(arch))
     assert record["int8"]["calibration"] == "accuracy source's training slice"
-    assert record["int8"]["top1_agreement"] >= 0.9
+    assert record["int8"]["top1_agreement"] >= TOP1_AGREEMENT
     quantized = onnx.load(tmp_path / "model.int8.onnx")
     assert any(n.op_type == "QuantizeLinear" for n in quantized.graph.node)
     assert not any(n.op_type == "QuantizeLinear" for n in onnx.load(tmp_path / "model.onnx").graph.node)
@@ -43,7 +48,7 @@ def test_an_int8_arch_exports_its_quantized_model(trained, tmp_path):
     # a per-tensor target's model: one scale per kernel, and the scheme says so
     info = export_int8(space, model, arch, tmp_path / "per_tensor.onnx", calibration_inputs(splits.train),
                        {"arch": str(arch)}, "per_tensor")
-    assert "per-tensor" in info["scheme"] and info["top1_agreement"] >= 0.9
+    assert "per-tensor" in info["scheme"] and info["top1_agreement"] >= TOP1_AGREEMENT
     assert weight_scale_sizes((tmp_path / "per_tensor.onnx").read_bytes()) == {1}
     assert max(weight_scale_sizes((tmp_path / "model.int8.onnx").read_bytes())) > 1
 
