@@ -53,11 +53,13 @@ the GP's mean averaged with a random forest's (64 trees, same features) 0.9786, 
 forest alone 0.9689; a quadratic trend in log latency 0.9766; no trend in the
 two-objective search 0.9802 on seeds 0-5 (pixel2 0.984 against 0.974, fpga 0.974
 against 0.982).  Where the loss lies: the front's accurate end, whose steps are the
-widest; e.g. on eyeriss seed 2 the three best cells of the table (94.31-94.37%, all
-with a skip connection on edge 3<-0) were not found, the best found being 94.02% three
-edges away, and the fitted GP ranked those cells 130th-2,140th of 15,625 by mean
-(Spearman within the table's top 5%: 0.1-0.2 for every surrogate tried, GP, forest,
-extra trees or ridge on decision pairs).
+widest; e.g. on eyeriss seed 2 none of the table's five best cells (94.31-94.37%, all
+with a skip connection on edge 3<-0) was found, the best found being 94.02% three edges
+away, and the GP fit on that run's trials ranked those cells 134th-2,141st of 15,625 by
+mean.  Fit on the trials of 12 runs, no surrogate tried (the GP, with or without trend,
+on one-hot or pair encodings, a random forest, extra trees, ridge on decision pairs)
+ranked the table's top 5% above Spearman 0.31 (the GP: 0.13 after 100 trials, 0.20
+after 200).
 
     python benchmarks/search_quality.py                       # full: 24 min on 2 cores
     python benchmarks/search_quality.py --seeds 2 --devices fpga,pixel2 --trials 50,100

@@ -129,7 +129,7 @@ def test_orders_are_deterministic():
 #: further: int8 rounding is not uniform); the same top-1 wherever fp32's top-1 leads by more
 #: than 2% of that range, and on >= 93% of all images.  Near-ties flip under any rounding and
 #: their share depends on the CPU's kernels: over all images this test measured 0.961 on an
-#: AMD EPYC with AVX-512 VNNI and >= 0.97 on a Xeon with AMX, always 1.0 past the 2% lead
+#: AMD EPYC with AVX-512 VNNI (1.0 past the 2% lead there) and >= 0.97 on a Xeon with AMX
 TOP1_AGREEMENT, CLEAR_LEAD, RELATIVE_TOLERANCE = 0.93, 0.02, 0.05
 
 
