@@ -275,9 +275,10 @@ def token_model_priors(space, metrics: Sequence[str], fingerprint: Mapping[str, 
              if c not in same and timing_engine(tables.provenance["configs"][c]["fingerprint"]) != engine]
     if len(tables.configs) - len(same) - len(other) < MIN_ENGINE_CONFIGS:
         other = []
+    left_out = same + other
     t0 = time.perf_counter()
-    priors = {m: meta_train(space, m, tables, exclude=same + other, seed=seed, **meta_options) for m in metrics}
-    log(f"priors of {', '.join(metrics)} meta-trained on {len(tables.configs) - len(same) - len(other)} measured "
+    priors = {m: meta_train(space, m, tables, exclude=left_out, seed=seed, **meta_options) for m in metrics}
+    log(f"priors of {', '.join(metrics)} meta-trained on {len(tables.configs) - len(left_out)} measured "
         f"configurations" + (f" (left out {', '.join(same)}: the device's own)" if same else "")
         + (f" (left out {len(other)} timed by another engine than {engine})" if other else "")
         + f" of {tables.provenance['archs']} archs, plus analytic devices ({time.perf_counter() - t0:.1f} s)")
