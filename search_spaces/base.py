@@ -149,6 +149,44 @@ class SearchSpace(abc.ABC):
                 return self.decode(picked)
         raise RuntimeError(f"{self.name}: no valid architecture in {max_tries} samples")
 
+    def size_order(self, name: str, options: tuple) -> tuple:
+        """The choices of decision ``name`` from the one giving the cheapest network to the
+        costliest, for :meth:`sample_size_level`: numbers ascending, anything else as listed.
+        A space whose categorical choices differ in cost overrides it."""
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in options):
+            return tuple(sorted(options))
+        return tuple(options)
+
+    def sample_size_level(self, rng: np.random.Generator, uniform: Sequence[str] = (),
+                          max_tries: int = 1000) -> Any:
+        """A random architecture of a size level drawn first.
+
+        :meth:`sample` draws every decision on its own, so its networks average many
+        independent choices and nearly all land in the middle of the cost range.  Here a
+        level ``u ~ U(0, 1)`` comes first; each decision (in :meth:`size_order`) then draws
+        its choice index from ``Binomial(n - 1, u)``, so levels near 0 give networks near the
+        smallest, near 1 near the largest, and every size is drawn about equally often
+        (AttentiveNAS and BigNAS likewise sample across the cost range, not its middle).
+        Decisions named in ``uniform`` (e.g. ``resolution``) are drawn uniformly instead,
+        independent of the level.
+        """
+        choices = self.decisions()
+        unknown = sorted(set(uniform) - set(choices))
+        if unknown:
+            raise ValueError(f"{self.name}: no decision named {', '.join(map(repr, unknown))}")
+        for _ in range(max_tries):
+            level = rng.uniform()
+            picked = {}
+            for name, options in choices.items():
+                if name in uniform:
+                    picked[name] = options[int(rng.integers(len(options)))]
+                else:
+                    ordered = self.size_order(name, options)
+                    picked[name] = ordered[int(rng.binomial(len(ordered) - 1, level))]
+            if self.is_valid(picked):
+                return self.decode(picked)
+        raise RuntimeError(f"{self.name}: no valid architecture in {max_tries} samples")
+
     def mutate(self, arch: Any, rng: np.random.Generator, rate: float | None = None,
                max_tries: int = 1000) -> Any:
         """Resample each decision with probability ``rate`` (default 1/#decisions);

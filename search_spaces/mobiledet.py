@@ -26,6 +26,8 @@ from search_spaces.base import (PrecisionUnit, SearchSpace, parse_choice, precis
                                 split_precision, split_tokens)
 
 LAYER_TYPES = ("ir", "fu", "tu", "skip")
+#: layer types from the cheapest to the costliest at equal kernel and expansion
+LAYER_TYPES_BY_COST = ("skip", "tu", "ir", "fu")
 HEAD_MODULES = ("conv_head", "classifier")
 
 
@@ -105,6 +107,11 @@ class MobileDetSpace(SearchSpace):
                 d[f"{p}_in_ratio"] = self.tucker_ratios
                 d[f"{p}_out_ratio"] = self.tucker_ratios
         return {**d, **self.precision_decisions(len(self.stages), self.layers_per_stage)}
+
+    def size_order(self, name: str, options: tuple) -> tuple:
+        if name.endswith("_type"):
+            return tuple(kind for kind in LAYER_TYPES_BY_COST if kind in options)
+        return super().size_order(name, options)
 
     def decode(self, decisions: Mapping[str, Any]) -> MobileDetArch:
         stages = []

@@ -14,6 +14,11 @@ checks it (unknown keys and bad values are rejected with the key named)::
       warmup_epochs: 0.5
       num_random: 2            # sandwich rule: largest + smallest + num_random random sub-networks,
                                # all at the batch's resolution (drawn per batch from the space's)
+      random_sampler: uniform  # how those are drawn: uniform (every decision on its own; the
+                               # networks crowd the middle of the cost range) or size_level
+                               # (a size level first, then every decision near it, so small and
+                               # large sub-networks train about equally often; it ranked
+                               # worse in the 4-epoch runs of benchmarks/supernet_ranking.py)
       distill: true            # in-place distillation from the largest sub-network; in short
                                # runs a teacher still near chance slows every student (see
                                # benchmarks/supernet_ranking.py, which measures both)
@@ -30,6 +35,8 @@ from typing import Any, Mapping
 from nas.options import parse_section
 
 OPTIMIZERS = ("sgd", "adamw")
+#: how the sandwich's random sub-networks are drawn (SearchSpace.sample / sample_size_level)
+RANDOM_SAMPLERS = ("uniform", "size_level")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -47,6 +54,7 @@ class SupernetConfig:
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
     num_random: int = 2
+    random_sampler: str = "uniform"
     distill: bool = True
     #: leading epochs (may be fractional) that train only the largest sub-network
     largest_first_epochs: float = 0.0
@@ -101,6 +109,8 @@ def _check(c: SupernetConfig, where: str) -> None:
             raise ValueError(f"{where}.{key}: must be < epochs ({c.epochs}), got {getattr(c, key)}")
     if c.optimizer not in OPTIMIZERS:
         raise ValueError(f"{where}.optimizer: {c.optimizer!r} is not one of {list(OPTIMIZERS)}")
+    if c.random_sampler not in RANDOM_SAMPLERS:
+        raise ValueError(f"{where}.random_sampler: {c.random_sampler!r} is not one of {list(RANDOM_SAMPLERS)}")
     if c.device not in DEVICES:
         raise ValueError(f"{where}.device: {c.device!r} is not one of {list(DEVICES)}")
     if c.threads is not None and c.threads < 1:

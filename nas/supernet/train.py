@@ -6,9 +6,11 @@ Every step (the sandwich rule of BigNAS / AttentiveNAS):
    once-for-all, and every sub-network of the step uses it;
 2. the *largest* sub-network (at that resolution) is trained on the labels
    (label-smoothed CE);
-3. the *smallest* and ``num_random`` uniformly sampled sub-networks are trained
-   on the largest one's soft predictions (in-place distillation; plain CE when
-   ``distill`` is off);
+3. the *smallest* and ``num_random`` random sub-networks are trained on the
+   largest one's soft predictions (in-place distillation; plain CE when
+   ``distill`` is off).  ``random_sampler`` draws them with the space's uniform
+   sampler (the default) or a size level first
+   (:meth:`search_spaces.base.SearchSpace.sample_size_level`);
 4. gradients of all of them are summed into one optimizer step (SGD-Nesterov
    or AdamW, per-step cosine schedule with optional linear warm-up, no weight
    decay on norms and biases).
@@ -252,9 +254,11 @@ def _identity(space, config: SupernetConfig, seed: int) -> dict[str, Any]:
 
 
 def _check_resumable(state: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
+    # keys added since the checkpoint was written held their default's behaviour
+    recorded = {**SupernetConfig().to_dict(), **state["config"]}
     old = {"space": state["space"], "space_options": state["space_options"], "seed": state["seed"],
            "layout": _layout(state),
-           "config": {k: v for k, v in state["config"].items() if k not in RUNTIME_KEYS}}
+           "config": {k: v for k, v in recorded.items() if k not in RUNTIME_KEYS}}
     changed = [k for k in ("space", "space_options", "seed", "layout") if old[k] != identity[k]]
     changed += [f"supernet.{k}" for k in sorted(set(old["config"]) | set(identity["config"]))
                 if old["config"].get(k) != identity["config"].get(k)]
@@ -414,6 +418,7 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
                                 world.rank, world.size)
     loader = DataLoader(train_set, batch_sampler=batches, num_workers=config.workers,
                         pin_memory=device.type == "cuda")
+    draw = space.sample if config.random_sampler == "uniform" else space.sample_size_level
     largest_first_steps = int(round(config.largest_first_epochs * steps_per_epoch))
     model.train()
     sums = {"loss": 0.0, "largest": 0.0, "smallest": 0.0, "random": 0.0}
@@ -426,7 +431,7 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             resolution = int(images.shape[-1])
-            archs = [largest, smallest] + [space.sample(sampler_rng) for _ in range(config.num_random)]
+            archs = [largest, smallest] + [draw(sampler_rng) for _ in range(config.num_random)]
             if len(history) < largest_first_steps:
                 # drawn and dropped, so the sampler stream is the same whatever the phase length
                 archs = archs[:1]

@@ -15,7 +15,7 @@ import yaml
 from nas.supernet.config import parse_supernet_config
 from nas.supernet.elastic import build_supernet
 from nas.supernet.evaluate import recalibrate_bn
-from nas.supernet.train import load_checkpoint, train_supernet
+from nas.supernet.train import check_resumable, load_checkpoint, train_supernet
 from search_spaces import make_space
 from tests.conftest import REPO, tiny_recipe
 
@@ -141,6 +141,8 @@ def test_config_rejects_unknown_and_bad_keys():
     assert parse_supernet_config({"lr": 1}).lr == 1.0
     with pytest.raises(ValueError, match=r"supernet\.largest_first_epochs: must be < epochs"):
         parse_supernet_config({"epochs": 2, "largest_first_epochs": 2})
+    with pytest.raises(ValueError, match=r"supernet\.random_sampler: 'flops' is not one of"):
+        parse_supernet_config({"random_sampler": "flops"})
 
 
 def test_largest_first_phase_trains_only_the_largest(tmp_path):
@@ -184,6 +186,26 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(trained):
     return trained("mbv3")
+
+
+def test_size_level_sampler_draws_other_random_subnetworks(tmp_path, reference):
+    config = parse_supernet_config({**TINY_SUPERNET, "epochs": 1, "random_sampler": "size_level"})
+    result = train_supernet(_tiny_space(), config, tmp_path / "sn", seed=0, progress=False, log=None)
+    first, uniform = result.history[0], reference.history[0]
+    # same weights, batch and sandwich ends; only the random member is drawn otherwise
+    assert (first["largest"], first["smallest"]) == (uniform["largest"], uniform["smallest"])
+    assert first["random"] != uniform["random"]
+
+
+def test_checkpoint_from_before_a_config_key_resumes_with_its_default(tmp_path, reference):
+    state = load_checkpoint(reference.output / "last.pt")
+    del state["config"]["random_sampler"]  # as written before the key existed
+    (tmp_path / "old").mkdir()
+    torch.save(state, tmp_path / "old" / "last.pt")
+    assert check_resumable(_tiny_space(), parse_supernet_config(TINY_SUPERNET), tmp_path / "old", 0) == 2
+    with pytest.raises(ValueError, match=r"different settings \(supernet\.random_sampler\)"):
+        check_resumable(_tiny_space(), parse_supernet_config({**TINY_SUPERNET, "random_sampler": "size_level"}),
+                        tmp_path / "old", 0)
 
 
 @pytest.mark.parametrize("space_name", sorted(TINY_SPACES))

@@ -81,3 +81,14 @@ def test_unknown_token_is_named(space):
     with pytest.raises(ValueError) as info:
         space.parse(bad)
     assert "zz9" in str(info.value) or "bad" in str(info.value)
+
+
+def test_size_level_samples_stay_in_space_and_reproduce(space):
+    for name, options in space.decisions().items():
+        assert sorted(map(str, space.size_order(name, options))) == sorted(map(str, options)), name
+    archs = [space.sample_size_level(np.random.default_rng([3, k])) for k in range(20)]
+    assert all(space.contains(arch) for arch in archs)
+    again = [space.sample_size_level(np.random.default_rng([3, k])) for k in range(20)]
+    assert archs == again
+    with pytest.raises(ValueError, match="no decision named 'no_such_decision'"):
+        space.sample_size_level(np.random.default_rng(0), uniform=("no_such_decision",))

@@ -47,3 +47,12 @@ def test_width_multiplier_changes_the_network():
     narrow = s.parse(str(a).replace("_w1:", "_w0.75:", 1)) if "_w1:" in str(a) else a
     wide = s.parse(str(narrow).replace("_w0.75:", "_w1:", 1))
     assert s.features(narrow)["params"] < s.features(wide)["params"]
+
+
+def test_size_level_samples_span_the_cost_range_uniform_samples_crowd():
+    s = space()
+    rng = np.random.default_rng(0)
+    uniform = [s.features(s.sample(rng))["macs"] for _ in range(100)]
+    levels = [s.features(s.sample_size_level(rng))["macs"] for _ in range(100)]
+    assert np.percentile(levels, 10) < np.percentile(uniform, 10)
+    assert np.percentile(levels, 90) > np.percentile(uniform, 90)

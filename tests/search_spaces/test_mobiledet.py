@@ -45,3 +45,15 @@ def test_sampled_archs_never_skip_first_layer():
     rng = np.random.default_rng(0)
     for _ in range(50):
         assert all(stage[0].kind != "skip" for stage in s.sample(rng).stages)
+
+
+def test_size_level_samples_span_the_cost_range_uniform_samples_crowd():
+    s = space()
+    # every layer type, cheapest first, for the size-level sampler
+    assert s.size_order("s1_l1_type", s.decisions()["s1_l1_type"]) == ("skip", "tu", "ir", "fu")
+    assert s.size_order("s1_l0_type", s.decisions()["s1_l0_type"]) == ("tu", "ir", "fu")
+    rng = np.random.default_rng(0)
+    uniform = [s.features(s.sample(rng))["macs"] for _ in range(100)]
+    levels = [s.features(s.sample_size_level(rng))["macs"] for _ in range(100)]
+    assert np.percentile(levels, 10) < np.percentile(uniform, 10)
+    assert np.percentile(levels, 90) > np.percentile(uniform, 90)
