@@ -166,7 +166,7 @@ class SearchSpace(abc.ABC):
         level ``u ~ U(0, 1)`` comes first; each decision (in :meth:`size_order`) then draws
         its choice index from ``Binomial(n - 1, u)``, so levels near 0 give networks near the
         smallest, near 1 near the largest, and every size is drawn about equally often
-        (AttentiveNAS and BigNAS likewise sample across the cost range, not its middle).
+        (AttentiveNAS likewise samples across the FLOPs range, not its middle).
         Decisions named in ``uniform`` (e.g. ``resolution``) are drawn uniformly instead,
         independent of the level.
         """
