@@ -10,9 +10,9 @@ one of these.  Every training runs on one torch thread, ``--jobs`` of them
 side by side (default 2, the supernet's among them), and each stand-alone
 result is kept in a cache file (``--cache``) as soon as it is done, so a
 rerun, or a run killed part-way, does not train it again.  With 24
-candidates a run trains for about 55 core-minutes in either space (mbv3:
-5-minute supernet, 46 minutes of stand-alone training; mobiledet: 13 and
-42), so about half an hour on this 2-core machine.  Why these choices:
+candidates a run trains for about an hour of core time in either space
+(mbv3: 8-minute supernet, 46 minutes of stand-alone training; mobiledet: 13
+and 42), so about half an hour on a 2-core machine.  Why these choices:
 
 * plain ``digits`` saturates: every candidate reaches 95-97% and its 359
   validation images move accuracy in 0.3-point steps, so two stand-alone
@@ -42,11 +42,20 @@ candidates a run trains for about 55 core-minutes in either space (mbv3:
   distillation gave 60% / 55% and tau 0.49 / 0.61.  BigNAS and once-for-all
   distil over hundreds of epochs; this run has 4;
 * kernel 7 costs 2-3x kernel 5 on one core at these input sizes;
-* mbv3's supernet keeps 4 epochs, the uniform sampler and 8 calibration
-  batches.  Measured on an AMD EPYC, 24 candidates, seeds 0 / 1 (tau; the
-  resolution proxy scored 0.722 / 0.720):
+* mbv3's supernet trains 4 random sub-networks per step (``--num-random``),
+  for 4 epochs, with the uniform sampler and 8 calibration batches.
+  Measured on an AMD EPYC, 24 candidates, seeds 0 / 1 (tau; the resolution
+  proxy scored 0.722 / 0.720):
 
-  - as shipped: 0.674 / 0.761;
+  - 4 random sub-networks: 0.722 / 0.766.  Seed 0 only ties the proxy
+    (0.72232 both).  Every cross-resolution pair but one comes out right
+    (144 of 144 and 142 of 143).  Supernet training takes 1.5x as long:
+    cost ratio 0.358 / 0.227 for the 24 candidates;
+  - 2 random sub-networks (the previous default): 0.674 / 0.761, with 133 of
+    144 cross-resolution pairs of seed 0 right;
+
+  and, each with 2 random sub-networks:
+
   - ``--supernet-epochs 8`` (each resolution then sees as many epochs as a
     stand-alone network): 0.657 / 0.727;
   - ``--random-sampler size_level``: 0.613 / 0.558.  Every cross-resolution
@@ -57,8 +66,9 @@ candidates a run trains for about 55 core-minutes in either space (mbv3:
 
   The reference limits these figures.  Two stand-alone seeds agree at tau
   0.640 / 0.693, and at only 0.258 / 0.361 over pairs of equal resolution.
-  On seed 0 the supernet agrees with each seed (0.613 / 0.642) about as well
-  as the seeds agree with each other.  Resolution, a two-valued proxy, scores
+  On seed 0 the supernet agrees with each seed (0.676 / 0.687 with 4 random
+  sub-networks, 0.613 / 0.642 with 2) as well as the seeds agree with each
+  other, or better.  Resolution, a two-valued proxy, scores
   above that: every cross-resolution pair differs by about 6 points, so it
   gets all of them right, and it scores no pair of equal resolution at all.
 
@@ -141,6 +151,9 @@ BENCHMARK_SPACES = {
 #: measured on seed 0's 24 candidates, tau 0.312 / 0.428 / 0.557 after 4 / 8 / 12 epochs
 #: (mean estimate 66.9% / 90.7% / 93.4%, stand-alone 92.6%)
 SUPERNET_EPOCHS = {"mbv3": 4, "mobiledet": 12}
+#: random sub-networks per sandwich step: mbv3 measured with 2 and 4 (see the docstring),
+#: mobiledet only with 2
+NUM_RANDOM = {"mbv3": 4, "mobiledet": 2}
 
 
 def parse_args(argv=None):
@@ -166,7 +179,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=2, help="stand-alone trainings per architecture (seeds)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--num-random", type=int, default=2, help="random sub-networks per sandwich step")
+    p.add_argument("--num-random", type=int, default=None,
+                   help="random sub-networks per sandwich step (default: 4 for mbv3, 2 for mobiledet)")
     p.add_argument("--random-sampler", choices=RANDOM_SAMPLERS, default="uniform",
                    help="how the sandwich's random sub-networks are drawn (supernet.random_sampler)")
     p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=False,
@@ -186,6 +200,8 @@ def parse_args(argv=None):
         p.error("--candidates must be >= 5 (the top-5 overlap needs them)")
     args.pool = args.pool or 3 * args.candidates
     args.supernet_epochs = args.supernet_epochs or SUPERNET_EPOCHS[args.space]
+    if args.num_random is None:
+        args.num_random = NUM_RANDOM[args.space]
     if args.pool < args.candidates:
         p.error("--pool must be >= --candidates")
     args.space_options = dict(BENCHMARK_SPACES[args.space])
@@ -463,7 +479,8 @@ def main(argv=None) -> int:
     # a proxy constant over the candidates (one resolution) has no tau: it ranks nothing
     best = max(("MACs", "resolution", "latency"),
                key=lambda name: -1.0 if np.isnan(taus[name]) else taus[name])
-    met = tau >= 0.6 and tau > taus[best]
+    # equal taus can differ in the last bits (the proxy's is tau-b over its ties): a tie is not above
+    met = tau >= 0.6 and tau > taus[best] + 1e-9
     print(f"supernet ranking ({args.space}, {n} candidates, seed {args.seed}): Kendall tau {tau:.3f}, "
           f"best training-free proxy {best} {taus[best]:.3f}; target (tau >= 0.6 and above every "
           f"proxy): {'met' if met else 'NOT met'}")
