@@ -47,8 +47,10 @@ and 42), so about half an hour on a 2-core machine.  Why these choices:
   Measured on an AMD EPYC, 24 candidates, seeds 0 / 1 (tau; the resolution
   proxy scored 0.722 / 0.720):
 
-  - 4 random sub-networks: 0.722 / 0.766.  Seed 0 only ties the proxy
-    (0.72232 both).  Every cross-resolution pair but one comes out right
+  - 4 random sub-networks: 0.722 / 0.766.  Seed 0 is above the proxy by
+    9e-6 (0.722324 against 0.722315), far less than one of the 276 pairs'
+    worth (0.004): a tie in practice, though the last line says met.
+    Every cross-resolution pair but one comes out right
     (144 of 144 and 142 of 143).  Supernet training takes 1.5x as long:
     cost ratio 0.358 / 0.227 for the 24 candidates;
   - 2 random sub-networks (the previous default): 0.674 / 0.761, with 133 of
@@ -479,8 +481,7 @@ def main(argv=None) -> int:
     # a proxy constant over the candidates (one resolution) has no tau: it ranks nothing
     best = max(("MACs", "resolution", "latency"),
                key=lambda name: -1.0 if np.isnan(taus[name]) else taus[name])
-    # equal taus can differ in the last bits (the proxy's is tau-b over its ties): a tie is not above
-    met = tau >= 0.6 and tau > taus[best] + 1e-9
+    met = tau >= 0.6 and tau > taus[best]
     print(f"supernet ranking ({args.space}, {n} candidates, seed {args.seed}): Kendall tau {tau:.3f}, "
           f"best training-free proxy {best} {taus[best]:.3f}; target (tau >= 0.6 and above every "
           f"proxy): {'met' if met else 'NOT met'}")
