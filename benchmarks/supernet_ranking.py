@@ -12,7 +12,8 @@ result is kept in a cache file (``--cache``) as soon as it is done, so a
 rerun, or a run killed part-way, does not train it again.  With 24
 candidates a run trains for about an hour of core time in either space
 (mbv3: 8-minute supernet, 46 minutes of stand-alone training; mobiledet on
-an AMD EPYC: about 23-minute supernet, 37 minutes), so about half an hour on a
+an AMD EPYC: a 15-minute supernet at 16 epochs, so about 23 minutes at the 24 it now
+trains (estimated, not timed on a quiet machine), and 37 minutes), so about half an hour on a
 2-core machine.  Why these choices:
 
 * plain ``digits`` saturates: every candidate reaches 95-97% and its 359
@@ -84,8 +85,10 @@ an AMD EPYC: about 23-minute supernet, 37 minutes), so about half an hour on a
     seeds: the target is not met for mobiledet (seed 1's two stand-alone
     seeds agree at only 0.652).  The 16-epoch supernet trained in
     923 s on a quiet core (cost ratio 0.858 for the 24 candidates, 0.051
-    extrapolated to 1,000), so the 24-epoch one costs more than training
-    the 24 candidates once (ratio about 1.3), and about 0.06 at 1,000;
+    extrapolated to 1,000), so the 24-epoch one should cost more than
+    training the 24 candidates once (ratio about 1.3, and about 0.06 at
+    1,000: estimated from 923 s x 24/16, since its own runs shared the
+    cores with other trainings and printed 2.27 / 1.15 on seeds 0 / 1);
   - the measured-latency proxy moves from run to run (0.58-0.88 on seed 0's
     same 24 networks) because other runs' trainings shared the cores while
     it was measured; it scored 0.880 in the run that had the machine to
