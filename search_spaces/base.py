@@ -141,6 +141,14 @@ class SearchSpace(abc.ABC):
         return np.concatenate([np.asarray(choices) == value for (name, choices), value in
                                zip(self.decisions().items(), self.encode(arch).values())]).astype(float)
 
+    def live_macs(self, arch: Any) -> float | None:
+        """MACs of the operations whose output reaches the network's output, when the space
+        counts them in microseconds (from a table, not by building the network); ``None``
+        (the default) otherwise.  Surrogates of accuracy read it as a trend: accuracy rises
+        with the compute a network spends (:class:`nas.controllers.GPSurrogate`), and
+        operations cut off from the output spend none that counts."""
+        return None
+
     def sample(self, rng: np.random.Generator, max_tries: int = 1000) -> Any:
         choices = self.decisions()
         for _ in range(max_tries):

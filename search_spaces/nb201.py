@@ -184,6 +184,12 @@ class NB201Space(SearchSpace):
                     totals[key] += value * self.cells_per_stage
         return totals
 
+    def live_macs(self, arch: NB201Arch) -> float:
+        """MACs of the cell's live edges (:meth:`NB201Arch.live_edges`) and of the fixed
+        network around it: the MACs of ``arch`` with every dead edge made ``none``."""
+        live = NB201Arch(tuple(op if on else "none" for op, on in zip(arch.ops, arch.live_edges())))
+        return float(self.features(live)["macs"])
+
     @functools.cached_property
     def _cost_table(self):
         import torch

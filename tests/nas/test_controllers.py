@@ -8,6 +8,7 @@ from nas.controllers import (ARCH_ATTR, CONSTRAINTS_ATTR, AgingEvolutionSampler,
                              expected_hypervolume_improvement, make_controller, pareto_ranks, record_constraints,
                              screen, selection_keys, suggest_arch)
 from search_spaces import SPACES, make_space
+from search_spaces.nb201 import NB201Space
 
 
 def space():
@@ -279,6 +280,29 @@ def test_gp_surrogate_ranks_unseen_cells_and_knows_where_it_has_not_looked():
     cost = y[:, None] + 1.0
     far = gp.fit_predict(seen, np.log(cost), y, unseen[:1], np.log([[10.0 * cost.max()]]))[0]
     assert far[0] > scores.max()
+
+
+def test_gp_surrogate_trend_reads_the_space_live_macs():
+    """NAS-Bench-201 under raspi4's tight latency budget: the best cell is the one live 3x3
+    convolution, more compute than any cell evaluated; only the space's live MACs tell."""
+    s = make_space("nb201")
+    rng = np.random.default_rng(0)
+    seen = sorted({str(a) for a in (s.sample(rng) for _ in range(200)) if "nor_conv_3x3" not in str(a)})[:60]
+    y = np.array([np.log(s.live_macs(s.parse(t))) for t in seen])  # accuracy rises with live compute
+    best = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|"
+    assert s.live_macs(s.parse(best)) > max(s.live_macs(s.parse(t)) for t in seen)
+    no_trend = np.zeros((len(seen), 0)), np.zeros((1, 0))
+    mean, _ = GPSurrogate(s).fit_predict(seen, no_trend[0], y, [best], no_trend[1])
+    assert mean[0] > GPSurrogate.scores(y).max()
+
+    class Uncounted(NB201Space):  # a space that cannot count it: no trend, the mean stays inside
+        def live_macs(self, arch):
+            return None
+
+    u = Uncounted()
+    assert GPSurrogate(u).size_trend(seen).shape == (len(seen), 0)
+    mean, _ = GPSurrogate(u).fit_predict(seen, no_trend[0], y, [best], no_trend[1])
+    assert mean[0] < GPSurrogate.scores(y).max()
 
 
 def test_expected_hypervolume_improvement_matches_monte_carlo():

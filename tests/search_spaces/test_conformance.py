@@ -49,6 +49,17 @@ def test_structure_encoding_is_binary_of_one_length(space):
         assert np.array_equal(space.structure_encoding(space.parse(str(arch))), code)
 
 
+def test_live_macs_is_none_or_a_cheap_positive_count(space):
+    rng = np.random.default_rng(3)
+    for arch in (space.sample(rng) for _ in range(5)):
+        macs = space.live_macs(arch)
+        if macs is None:  # the space does not count it without a network
+            continue
+        # ops cut off from the output count for nothing, so it never exceeds the full count
+        assert 0 < macs <= space.features(arch)["macs"]
+        assert space.live_macs(space.parse(str(arch))) == macs
+
+
 def test_seeds_reproduce(space):
     first = [str(space.sample(np.random.default_rng(7))) for _ in range(3)]
     second = [str(space.sample(np.random.default_rng(7))) for _ in range(3)]

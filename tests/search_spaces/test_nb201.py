@@ -63,6 +63,19 @@ def test_live_edges_follow_the_graph():
     assert not NB201Arch(("nor_conv_3x3",) + ("none",) * 5).connected()
 
 
+def test_live_macs_count_only_edges_that_reach_the_output(space):
+    chain = NB201Arch(("nor_conv_3x3", "none", "nor_conv_1x1", "none", "none", "skip_connect"))
+    assert space.live_macs(chain) == space.features(chain)["macs"]  # every non-none edge is live
+    # a 3x3 convolution into node 2, which feeds nothing: built and counted by features, not live
+    dead = NB201Arch(("nor_conv_3x3", "nor_conv_3x3", "none", "none", "skip_connect", "none"))
+    cut = NB201Arch(("nor_conv_3x3", "none", "none", "none", "skip_connect", "none"))
+    assert space.features(dead)["macs"] > space.features(cut)["macs"]
+    assert space.live_macs(dead) == space.live_macs(cut) == space.features(cut)["macs"]
+    # a live 3x3 convolution costs more than a live 1x1 one in the same place
+    assert space.live_macs(chain) > space.live_macs(
+        NB201Arch(("nor_conv_1x1", "none", "nor_conv_1x1", "none", "none", "skip_connect")))
+
+
 def test_structure_encoding_is_the_path_encoding_with_the_edges(space):
     edges = 6 * 5  # one-hot decisions first, then one feature per path and op sequence
 
