@@ -252,8 +252,11 @@ class GPSurrogate:
         :meth:`scores` of ``y``; ``trend`` rows are the cheap features of the observed
         ``texts`` (``new_trend`` of the new ones)."""
         y = self.scores(y)
-        f = np.hstack([trend, self.size_trend(texts), np.ones((len(y), 1))])
-        f_new = np.hstack([new_trend, self.size_trend(new_texts), np.ones((len(new_texts), 1))])
+        size, new_size = self.size_trend(texts), self.size_trend(new_texts)
+        if size.shape[1] != new_size.shape[1]:  # counted for some archs only: no column at all
+            size, new_size = size[:, :0], new_size[:, :0]
+        f = np.hstack([trend, size, np.ones((len(y), 1))])
+        f_new = np.hstack([new_trend, new_size, np.ones((len(new_texts), 1))])
         w = np.linalg.lstsq(f, y, rcond=None)[0]
         residual = y - f @ w
         scale = float(residual.std()) or 1.0
