@@ -210,30 +210,27 @@ class GPSurrogate:
 
     def __init__(self, space, noise: float = 1e-2):
         self.space, self.noise = space, noise
-        self._codes: dict[str, np.ndarray] = {}
-        self._sizes: dict[str, float | None] = {}
+        #: arch string -> (structure encoding, live MACs): each arch parsed once per sampler
+        self._described: dict[str, tuple[np.ndarray, float | None]] = {}
+
+    def _describe(self, text: str) -> tuple[np.ndarray, float | None]:
+        described = self._described.get(text)
+        if described is None:
+            arch = self.space.parse(text)
+            described = self._described[text] = (self.space.structure_encoding(arch), self.space.live_macs(arch))
+        return described
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        rows = []
-        for text in texts:
-            code = self._codes.get(text)
-            if code is None:
-                code = self._codes[text] = self.space.structure_encoding(self.space.parse(text))
-            rows.append(code)
-        return np.array(rows)
+        return np.array([self._describe(text)[0] for text in texts])
 
     def size_trend(self, texts: Sequence[str]) -> np.ndarray:
         """The trend's column from the space: the logarithm of
-        :meth:`~search_spaces.base.SearchSpace.live_macs` (no column where the space does
-        not count it)."""
-        sizes = []
-        for text in texts:
-            if text not in self._sizes:
-                self._sizes[text] = self.space.live_macs(self.space.parse(text))
-            sizes.append(self._sizes[text])
-        if not sizes or any(v is None for v in sizes):
+        :meth:`~search_spaces.base.SearchSpace.live_macs`; no column where the space does
+        not count it for every one of ``texts``."""
+        sizes = [self._describe(text)[1] for text in texts]
+        if any(v is None for v in sizes):
             return np.zeros((len(texts), 0))
-        return np.log(np.maximum(np.array(sizes, dtype=float), 1.0))[:, None]
+        return np.log(np.maximum(np.array(sizes, dtype=float), 1.0)).reshape(len(texts), 1)
 
     @staticmethod
     def _kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -252,9 +249,9 @@ class GPSurrogate:
         :meth:`scores` of ``y``; ``trend`` rows are the cheap features of the observed
         ``texts`` (``new_trend`` of the new ones)."""
         y = self.scores(y)
-        size, new_size = self.size_trend(texts), self.size_trend(new_texts)
-        if size.shape[1] != new_size.shape[1]:  # counted for some archs only: no column at all
-            size, new_size = size[:, :0], new_size[:, :0]
+        # one call over both sets: seen and new archs get the column alike or not at all
+        sizes = self.size_trend([*texts, *new_texts])
+        size, new_size = sizes[:len(texts)], sizes[len(texts):]
         f = np.hstack([trend, size, np.ones((len(y), 1))])
         f_new = np.hstack([new_trend, new_size, np.ones((len(new_texts), 1))])
         w = np.linalg.lstsq(f, y, rcond=None)[0]
