@@ -106,7 +106,22 @@ about 40 minutes.  Why these choices:
     latency 0.870, and two seeds agree at 0.780; with 16 (``--epochs 16``,
     seed 0, stand-alone mean 97.5% against 92.9% after 4) the 40-epoch
     supernet scores 0.698, as well as two stand-alone seeds agree (0.703),
-    and MACs 0.778, latency 0.764: size still ranks these networks best.
+    and MACs 0.778, latency 0.764: size still ranks these networks best;
+  - nothing tried on the 40-epoch supernets lifts both seeds, and none comes
+    near the latency proxy measured with the machine to itself (0.880 /
+    0.715 on seeds 0 / 1; 0.829 against seed 0's 16-epoch reference).
+    Retrained with in-place distillation (``--distill``): 0.706 / 0.412,
+    its supernets 29% slower to train (2,451 s / 2,441 s, side by side).
+    On the same supernets without it, scored from the printed table
+    (two-decimal stand-alone means; there the default scores 0.698 /
+    0.625): 32 or 128 calibration batches (``--calib-batches``) 0.737 /
+    0.596 and 0.757 / 0.601; ranking by validation cross-entropy instead
+    of accuracy (no option here) 0.764 / 0.584 with 8 batches, 0.807 /
+    0.621 with 128; 30 AdamW steps (lr 0.001) on each extracted candidate
+    before recalibration (seed 1 only, no option here) 0.582, or 0.606 by
+    cross-entropy.  The supernet puts every small network at 95-97%,
+    where 4 stand-alone epochs leave them at 77-94%, so among the small
+    ones its order is mostly noise (rank errors of up to 10 places among the 24).
 
 Steps:
 
