@@ -81,8 +81,9 @@ about an hour.  Why these choices:
   on seeds 0 / 1):
 
   - 4 random sub-networks: **0.832 / 0.676**, above MACs on seed 0 and
-    0.003 below it on seed 1 (0.679, under one pair's worth), still below latency in the same runs
-    (0.851 / 0.737): the target is not met for mobiledet.  On seed 0 the
+    0.003 below it on seed 1 (0.679, under one pair's worth), still below
+    latency in the same runs (0.851 / 0.737): the target is not met for
+    mobiledet.  On seed 0 the
     supernet agrees with each stand-alone seed (0.820 / 0.800) better than
     the two seeds agree with each other (0.795).  The supernets trained in
     3,536 s / 3,543 s, the two seeds side by side, one core each (1.87x
