@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from predictors.base import PREDICTORS, Predictor, read_checkpoint
+from search_spaces import make_space
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 
@@ -32,8 +33,6 @@ def resolve_checkpoint(path_or_name: str | Path) -> Path:
 
 def load_predictor(path_or_name: str | Path, space=None) -> Predictor:
     """Load a saved predictor; ``space`` (optional) must match the checkpoint's."""
-    from search_spaces import make_space
-
     path = resolve_checkpoint(path_or_name)
     header, arrays = read_checkpoint(path)
     cls = PREDICTORS.get(header["predictor"])

@@ -17,16 +17,14 @@ import argparse
 import time
 from pathlib import Path
 
-from predictors import CHECKPOINT_DIR
+from predictors import CHECKPOINT_DIR, FewShotPredictor
+from predictors.data import LatencyTable
 from predictors.protocol import HELP
 from predictors.protocol_data import PROTOCOL_DIR, write_protocol_table
+from search_spaces import make_space
 
 
 def build(data_root: Path, spaces=tuple(HELP), seed: int = 0) -> None:
-    from predictors import FewShotPredictor
-    from predictors.data import LatencyTable
-    from search_spaces import make_space
-
     for name in spaces:
         split = HELP[name]
         space = make_space(name)

@@ -27,6 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from nas.registry import Registry
+from search_spaces.fbnet import CHOICES, block_config
+from search_spaces.nb201 import EDGES, OPS
 
 
 class Encoder(abc.ABC):
@@ -57,8 +59,6 @@ class NB201Encoder(Encoder):
     neural_input = "graph"
 
     def encode(self, archs):
-        from search_spaces.nb201 import EDGES, OPS
-
         n, n_edges, n_ops = len(archs), len(EDGES), len(OPS)
         index = {op: i for i, op in enumerate(OPS)}
         ops = np.array([[index[o] for o in a.ops] for a in archs], dtype=np.int64).reshape(n, n_edges)
@@ -88,8 +88,6 @@ class FBNetEncoder(Encoder):
 
     def __init__(self, space):
         super().__init__(space)
-        from search_spaces.fbnet import CHOICES
-
         self.choices = CHOICES
         table = np.array([[self._layer_costs(spec, c) for c in CHOICES] for spec in space.layer_specs])
         # scale each cost so the most expensive arch has ~1: keeps the prior isotropic-ish
@@ -97,8 +95,6 @@ class FBNetEncoder(Encoder):
 
     @staticmethod
     def _layer_costs(spec, choice: str) -> list[float]:
-        from search_spaces.fbnet import block_config
-
         h_in, h_out = spec.resolution, spec.resolution // spec.stride
         if choice == "skip":
             if spec.c_in == spec.c_out and spec.stride == 1:

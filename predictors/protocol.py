@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from predictors.base import take
+
 QUERY_MODES = ("remaining", "help-split")
 
 
@@ -140,8 +142,6 @@ def evaluate_device(device: str, latency: np.ndarray, fit_predict: Callable[[np.
 
 def predictor_fit_predict(predictor, encoded_all) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Adapt ``predictor`` on the drawn rows and predict every row, reusing one encoding."""
-    from predictors.base import take
-
     def run(rows: np.ndarray, y: np.ndarray) -> np.ndarray:
         predictor.fit_encoded(take(encoded_all, rows), y)
         return predictor.predict_encoded(encoded_all)

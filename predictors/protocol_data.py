@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from predictors.data import LatencyTable
+
 PROTOCOL_DIR = Path(__file__).resolve().parent / "protocol_data"
 
 
@@ -30,8 +32,6 @@ def write_protocol_table(table, devices: Sequence[str], out: str | Path) -> Path
 def load_protocol_table(space, devices: Sequence[str], data: str | Path | None = None
                         ) -> tuple[list[Any], dict[str, np.ndarray]]:
     """(archs, device -> latency column) from ``data`` (a wide CSV) or the shipped table."""
-    from predictors.data import LatencyTable
-
     if data is not None:
         table = LatencyTable.read(data, space, devices)
         return table.archs, {d: table.column(d) for d in devices}

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from predictors.base import Predictor, check_measurements, take
+from predictors.baselines import MACsProxy
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,6 @@ def cross_validated_quality(predictor: Predictor, archs: Sequence[Any], latency_
     is not better than MACs (lower Spearman, or equal Spearman and no lower MAPE) a
     warning is logged and also passed to ``emit`` (the command's print), unless ``warn`` is
     False (a comparison of candidates, not a verdict on the one kept)."""
-    from predictors.baselines import MACsProxy
-
     archs = predictor.parse_all(archs)
     y = check_measurements(archs, latency_ms, minimum=3)
     splits = folds(len(y), seed, max_folds)

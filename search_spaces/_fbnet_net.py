@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from search_spaces.fbnet import block_config
+
 
 class ConvBNReLU(nn.Sequential):
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1):
@@ -47,8 +49,6 @@ class InvertedBottleneck(nn.Module):
 
 
 def make_block(choice: str, c_in: int, c_out: int, stride: int) -> nn.Module:
-    from search_spaces.fbnet import block_config
-
     if choice == "skip":
         if stride == 1 and c_in == c_out:
             return nn.Identity()

@@ -459,6 +459,7 @@ class SearchSpace(abc.ABC):
 
 @functools.lru_cache(maxsize=4096)
 def _features_cached(space: SearchSpace, arch_text: str) -> dict[str, float]:
+    # features counts with torch hooks; imported here so parsing and sampling never load torch
     from search_spaces.features import count_features, layer_costs
 
     arch = space.parse(arch_text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -48,8 +49,6 @@ def register(sub) -> None:
 
 def remote_options(args) -> dict:
     """``servers``/``token`` runner options from ``--servers``/``--token-file``."""
-    from pathlib import Path
-
     options = {}
     if args.servers:
         options["servers"] = args.servers
@@ -79,8 +78,6 @@ def sample_distinct(space, count: int, seed: int) -> list:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from hardware.store import MeasurementStore, default_store_path
     from nas.commands import parse_key_values
     from nas.files import atomic_write_text

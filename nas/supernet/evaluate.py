@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Subset
 
 from nas.accuracy import evaluate_accuracy
 from nas.data import load_dataset
@@ -79,8 +80,6 @@ class SubnetEvaluator:
         return self._splits[resolution]
 
     def calibration_batches(self, resolution: int):
-        from torch.utils.data import DataLoader, Subset
-
         train = self.splits(resolution).train
         count = min(len(train), self.calib_batches * self.batch_size)
         indices = np.random.default_rng(self.seed).permutation(len(train))[:count].tolist()

@@ -75,6 +75,7 @@ import json
 import math
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -82,6 +83,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from nas.data import load_dataset
 
@@ -403,11 +406,6 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
                  steps_per_epoch, world: World = SINGLE) -> dict[str, Any]:
     """One epoch; ``model`` is what the forward passes call: ``supernet`` itself, or its
     DDP wrapper on several ranks (see :func:`nas.supernet.distributed.wrap`)."""
-    from contextlib import nullcontext
-
-    from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
-
     space = supernet.space
     # the batch order, resolutions and sub-networks are the same on every rank: never seeded by rank
     generator = torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))

@@ -150,6 +150,7 @@ def operator_records(cfg: SLMConfig, tokens: int, context: int = 0, batch: int =
     whose ``in_elements`` are the cache/state elements it reads -- the term that
     grows with the context for attention and stays fixed for Mamba2/DeltaNet.
     Then the tied LM head."""
+    # features imports torch; the formulas above need none, so only this format loads it
     from search_spaces.features import LayerCost as Record
 
     n = batch * (tokens if prefill else 1)

@@ -23,6 +23,9 @@ from typing import Any
 
 import torch
 
+from search_spaces.slm.model import HybridLM
+from search_spaces.slm.spec import SLMConfig
+
 FORMAT = "hwnas-slm/1"
 
 
@@ -45,9 +48,6 @@ def save_checkpoint(model, arch: Any, out_dir: str | Path) -> dict[str, Path]:
 
 def load_slm(path: str | Path):
     """Rebuild the model from ``config.json`` + ``model.pt`` (a directory or the JSON path)."""
-    from search_spaces.slm.model import HybridLM
-    from search_spaces.slm.spec import SLMConfig
-
     path = Path(path)
     cfg_path = path / "config.json" if path.is_dir() else path
     if not cfg_path.is_file():
