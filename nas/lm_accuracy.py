@@ -37,6 +37,10 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 from nas.accuracy import seeded_build
 from nas.options import path_except
 from search_spaces.slm.model import HybridLM
@@ -158,9 +162,6 @@ def _checked(corpus: TextCorpus) -> TextCorpus:
 
 
 def _as_tensor(data: bytes):
-    import numpy as np
-    import torch
-
     return torch.from_numpy(np.frombuffer(data, dtype=np.uint8).astype(np.int64))
 
 
@@ -179,8 +180,6 @@ def validation_starts(val_len: int, seq_len: int, val_tokens: int) -> tuple[list
     spread evenly over the whole split (non-overlapping while it is long enough),
     so the score samples every part of the validation text, not just its first
     file or two; each window keeps its next-token targets inside the split."""
-    import torch
-
     length = min(seq_len, val_len - 1)
     windows = max(1, min(val_tokens, val_len - 1) // length)
     last = val_len - 1 - length
@@ -192,9 +191,6 @@ def validation_starts(val_len: int, seq_len: int, val_tokens: int) -> tuple[list
 def evaluate_lm(model, val, seq_len: int, val_tokens: int, batch_size: int = 32) -> float:
     """Mean next-token cross-entropy (nats) over the fixed :func:`validation_starts`
     windows: every candidate is scored on the same text."""
-    import torch
-    import torch.nn.functional as F
-
     offsets, length = validation_starts(len(val), seq_len, val_tokens)
     starts = torch.tensor(offsets, dtype=torch.long)
     windows = len(offsets)
@@ -220,9 +216,6 @@ def train_lm(model, corpus: TextCorpus, settings: LMSettings, seed: int) -> dict
     search passes its run seed, so every candidate sees the same batches in the
     same order: differences between their losses then come from the
     architectures, not from which text each happened to be trained on."""
-    import torch
-    import torch.nn.functional as F
-
     previous_threads = torch.get_num_threads()
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -259,8 +252,6 @@ def train_lm(model, corpus: TextCorpus, settings: LMSettings, seed: int) -> dict
 
 def build_seeded(space, arch, seed: int):
     """``space.build(arch)`` with initial weights drawn from ``seed`` alone."""
-    import torch
-
     model = seeded_build(space, arch, seed)
     if isinstance(model, HybridLM):
         # HybridLM initialises from its own generator; re-draw it from this seed

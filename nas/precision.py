@@ -23,6 +23,7 @@ goes through the same bisection.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -100,8 +101,6 @@ def twice_differentiable(model):
     """A copy of ``model`` whose hard-sigmoid / hard-swish activations are written as
     ``relu6(x + 3) / 6`` (same values): torch has no second derivative for the fused
     kernels, and Hessian-vector products need one."""
-    import copy
-
     import torch
     from torch import nn
 
