@@ -27,12 +27,12 @@ expensive (accuracy) evaluations; its cheap (latency) evaluations are printed be
 tournament's child is proposed.  Random search is the baseline of the same run.
 
 Measured (full run, 5 seeds x 6 devices, 200 trials; its time alone not re-measured since
-the live-MACs trend, 24 min before it): hv ratio evolution 0.9920, evolution-unscreened 0.9781, tpe 0.9696, nsga2 0.9513,
-random 0.9271; regret@p25 evolution 0.00 pt (0.00 at p10, 0.01 at p50), evolution-unscreened
-0.60, tpe 0.70, nsga2 0.92, random 0.91.  Per device, hv / regret@p25: titan_rtx_256 0.9969
-/ 0, gold_6226 0.9977 / 0, fpga 0.9858 / 0, pixel2 0.9825 / 0, raspi4 0.9980 / 0, eyeriss
-0.9907 / 0.  Seeds 5-9 (``--first-seed 5 --controllers evolution,random``): evolution
-0.9943 / 0.00 pt (every device 0), random 0.9354 / 0.81.
+the live-MACs trend, 24 min before it): hv ratio evolution 0.9920, evolution-unscreened
+0.9781, tpe 0.9696, nsga2 0.9513, random 0.9271; regret@p25 evolution 0.00 pt (0.00 at p10,
+0.01 at p50), evolution-unscreened 0.60, tpe 0.70, nsga2 0.92, random 0.91.  Per device, hv
+/ regret@p25: titan_rtx_256 0.9969 / 0, gold_6226 0.9977 / 0, fpga 0.9858 / 0, pixel2 0.9825
+/ 0, raspi4 0.9980 / 0, eyeriss 0.9907 / 0.  Seeds 5-9 (``--first-seed 5 --controllers
+evolution,random``): evolution 0.9943 / 0.00 pt (every device 0), random 0.9354 / 0.81.
 
 What lifted it from hv 0.9872 / regret 0.06 (seeds 0-4) and 0.9908 / 0.15 (seeds 5-9): the
 GP's trend reads the space's live MACs (:meth:`~search_spaces.base.SearchSpace.live_macs`,
@@ -81,11 +81,11 @@ on seeds 0-4, 0.9908 on seeds 5-9, regret@p25 0.06 / 0.15 pt, raspi4 0.17 / 0.50
 unique 3x3 cell); fpga and pixel2 (0.986 / 0.983) are still the furthest below 1.
 
 Also measured without gain, before the live-MACs trend (all six devices, 2-objective hv at
-200 trials, seeds 0-4 / 5-9, then shipped: 0.9872 / 0.9908): the random start's 32
-proposals spread evenly over the latency range of their candidates instead of drawn uniformly 0.9889 / 0.9885; the GP
-taking over after 16 random trials instead of 32: 0.9880 (seeds 0-4), with the spread
-start too 0.9881 / 0.9874.  UCB weight 4 instead of 3 under the 25th-percentile budget
-(seeds 0-4): regret 0.060 against 0.061, raspi4's seed 4 still missing its 3x3 cell.
+200 trials, seeds 0-4 / 5-9, then shipped: 0.9872 / 0.9908): the random start's 32 proposals
+spread evenly over the latency range of their candidates instead of drawn uniformly 0.9889 /
+0.9885; the GP taking over after 16 random trials instead of 32: 0.9880 (seeds 0-4), with
+the spread start too 0.9881 / 0.9874.  UCB weight 4 instead of 3 under the 25th-percentile
+budget (seeds 0-4): regret 0.060 against 0.061, raspi4's seed 4 still missing its 3x3 cell.
 
     python benchmarks/search_quality.py                       # full: 24 min on 2 cores (before live MACs)
     python benchmarks/search_quality.py --seeds 2 --devices fpga,pixel2 --trials 50,100

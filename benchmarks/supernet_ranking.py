@@ -81,26 +81,25 @@ about an hour.  Why these choices:
     0.662 / 0.717 on seed 0, 0.747 / 0.679 on seed 1;
   - 6 random sub-networks (``--num-random 6``): 0.751 / 0.713, no better.
 
-  The reference limits these figures.  On the EPYC two stand-alone seeds agree at tau
-  0.640 / 0.693, and at only 0.258 / 0.361 over pairs of equal resolution.
-  On seed 0 the supernet agrees with each seed (0.676 / 0.687 with 4 random
-  sub-networks, 0.613 / 0.642 with 2) as well as the seeds agree with each
-  other, or better.  Resolution, a two-valued proxy, scores
-  above that: every cross-resolution pair differs by about 6 points, so it
-  gets all of them right, and it scores no pair of equal resolution at all;
+  The reference limits these figures.  On the EPYC two stand-alone seeds agree
+  at tau 0.640 / 0.693, and at only 0.258 / 0.361 over pairs of equal
+  resolution.  On seed 0 the supernet agrees with each seed (0.676 / 0.687 with
+  4 random sub-networks, 0.613 / 0.642 with 2) as well as the seeds agree with
+  each other, or better.  Resolution, a two-valued proxy, scores above that:
+  every cross-resolution pair differs by about 6 points, so it gets all of
+  them right, and it scores no pair of equal resolution at all;
 * mobiledet's supernet trains 40 epochs, with 4 random sub-networks per
   step.  Measured on an AMD EPYC, 24 candidates (tau against the 2-seed
   stand-alone mean; MACs 0.800 / 0.679 and latency 0.807-0.880 / 0.672-0.744
   on seeds 0 / 1):
 
-  - 4 random sub-networks: **0.832 / 0.676**, above MACs on seed 0 and
-    0.003 below it on seed 1 (0.679, under one pair's worth), still below
-    latency in the same runs (0.851 / 0.737): the target is not met for
-    mobiledet.  On seed 0 the
-    supernet agrees with each stand-alone seed (0.820 / 0.800) better than
-    the two seeds agree with each other (0.795).  The supernets trained in
-    3,536 s / 3,543 s, the two seeds side by side, one core each (1.87x
-    the time with 2): cost ratio 3.21 / 1.80 for the 24 candidates;
+  - 4 random sub-networks: **0.832 / 0.676**, above MACs on seed 0 and 0.003
+    below it on seed 1 (0.679, under one pair's worth), still below latency in
+    the same runs (0.851 / 0.737): the target is not met for mobiledet.  On
+    seed 0 the supernet agrees with each stand-alone seed (0.820 / 0.800)
+    better than the two seeds agree with each other (0.795).  The supernets
+    trained in 3,536 s / 3,543 s, the two seeds side by side, one core each
+    (1.87x the time with 2): cost ratio 3.21 / 1.80 for the 24 candidates;
 
   with 2 random sub-networks (the previous default):
 
