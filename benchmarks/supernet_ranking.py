@@ -14,7 +14,9 @@ candidates an mbv3 run trains for about an hour of core time (8-minute
 supernet, 46 minutes of stand-alone training), so about half an hour on a
 2-core machine; a mobiledet run on an AMD EPYC for about 96 minutes (a
 59-minute supernet at its 40 epochs, 37 minutes of stand-alone training), so
-about an hour.  Why these choices:
+about an hour.  These times predate skipping the skeletons' initialisers
+(``benchmarks/supernet_step.py``: mbv3 supernet epochs 1.15x faster, mobiledet
+unchanged, the same weights trained).  Why these choices:
 
 * plain ``digits`` saturates: every candidate reaches 95-97% and its 359
   validation images move accuracy in 0.3-point steps, so two stand-alone

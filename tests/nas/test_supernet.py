@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from nas.supernet.config import parse_supernet_config
-from nas.supernet.elastic import build_supernet
+from nas.supernet.elastic import build_skeleton, build_supernet
 from nas.supernet.evaluate import recalibrate_bn
 from nas.supernet.train import check_resumable, load_checkpoint, train_supernet
 from search_spaces import make_space
@@ -67,6 +67,35 @@ def test_extracted_network_equals_supernet_path(space_name):
             standalone = extracted(x)
         assert (via_string - standalone).abs().max().item() <= 1e-5, str(arch)
         assert via_string.shape == (2, 10)
+
+
+@pytest.mark.parametrize("space_name", sorted(SPACES))
+def test_skeleton_has_the_built_networks_modules_and_shapes(space_name):
+    space = make_space(space_name, **SPACES[space_name])
+    for arch in [build_supernet(space).largest(), space.sample(np.random.default_rng(3))]:
+        skeleton, built = build_skeleton(space, arch), space.build(arch)
+        assert [type(m) for m in skeleton.modules()] == [type(m) for m in built.modules()]
+        built_tensors = {**dict(built.named_parameters()), **dict(built.named_buffers())}
+        tensors = {**dict(skeleton.named_parameters()), **dict(skeleton.named_buffers())}
+        assert {k: v.shape for k, v in tensors.items()} == {k: v.shape for k, v in built_tensors.items()}
+        assert all(v.is_meta for v in tensors.values())
+
+
+def test_skeleton_builds_write_to_real_tensors_as_usual():
+    # only meta tensors' writes are skipped: a constructor touching real memory is unchanged
+    class WithRealBuffer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.real = torch.zeros(3, device="cpu").fill_(2.0)
+            self.linear = torch.nn.Linear(3, 2)
+
+    class Space:
+        def build(self, arch):
+            return WithRealBuffer()
+
+    skeleton = build_skeleton(Space(), None)
+    assert skeleton.real.tolist() == [2.0, 2.0, 2.0]
+    assert skeleton.linear.weight.is_meta and skeleton.linear.weight.shape == (2, 3)
 
 
 def test_inactive_weights_get_no_gradient():
@@ -330,7 +359,8 @@ def test_search_with_supernet_accuracy_exports_the_estimated_weights(tmp_path, r
     from nas.export import export_run, load_exported
     from nas.search import run_search
 
-    recipe = tiny_recipe(tmp_path, space={"name": "mbv3", **TINY_SPACES["mbv3"]}, accuracy={"supernet": "run", "calib_batches": 2},
+    recipe = tiny_recipe(tmp_path, space={"name": "mbv3", **TINY_SPACES["mbv3"]},
+                         accuracy={"supernet": "run", "calib_batches": 2},
                          search={"controller": "random", "trials": 3, "batch_size": 3},
                          output=str(reference.output.parent))
     result = run_search(recipe, progress=False)

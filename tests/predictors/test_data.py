@@ -31,7 +31,7 @@ def test_reads_valid_measurements(space, tmp_path):
     (f"{A},-4.0\n", "line 2: latency_ms must be a positive"),
     (f"{A},\n", "line 2: missing value for 'latency_ms'"),
     (f"{A}\n", "line 2: missing value for 'latency_ms'"),
-    (f",5\n", "line 2: missing arch"),
+    (",5\n", "line 2: missing arch"),
     (f"{A},fast\n", "line 2: latency_ms='fast' is not a number"),
     (f"{A},inf\n", "line 2: latency_ms must be a positive finite"),
     (f"{A},1\n{B},2\n{A},3\n", "line 4: arch .* already measured on line 2"),
