@@ -37,7 +37,7 @@ import numpy as np
 
 from hardware.base import TimedRunner
 from hardware.protocol import Candidate, measure
-from hardware.remote.validation import validate_onnx
+from hardware.remote.validation import preload, validate_onnx
 from hardware.remote.wire import Limits, RequestError, decode_measure
 
 FRAME = struct.Struct(">Q")
@@ -238,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         backend = make_backend(args.runner, json.loads(args.options))
         fingerprint = backend.fingerprint()
+        preload()
     except Exception as exc:  # noqa: BLE001 - reported to the server, which refuses to start
         _send(args.out_fd, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
         return 2

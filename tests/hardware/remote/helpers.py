@@ -23,19 +23,25 @@ SHAPE = (1, 3, 32, 32)
 FAST = Protocol(rounds=3, repeats=2, target_ms=5.0, warmup=2)
 #: the device kind the farm tests' agents serve
 AGENT_KIND = "pixel-test"
+
+
+def import_blocker(module: str) -> str:
+    """A sitecustomize.py that makes ``module`` and its submodules unimportable."""
+    return textwrap.dedent(f"""
+        import sys
+
+        class _Blocked:
+            def find_spec(self, name, path=None, target=None):
+                if name == {module!r} or name.startswith({module + "."!r}):
+                    raise ImportError(f"{module} is not installed on this device ({{name}})")
+                return None
+
+        sys.meta_path.insert(0, _Blocked())
+    """)
+
+
 #: a sitecustomize.py that makes torch unimportable, as on a device with the light distribution
-BLOCKER = textwrap.dedent("""
-    import sys
-
-    class _NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"torch is not installed on this device ({name})")
-            return None
-
-    sys.meta_path.insert(0, _NoTorch())
-""")
-
+BLOCKER = import_blocker("torch")
 
 
 def net(width: int) -> nn.Module:

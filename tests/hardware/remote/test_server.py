@@ -24,7 +24,9 @@ from hardware.protocol import Protocol
 from hardware.remote import DeviceClient, DeviceServer, Limits, RemoteError, encode_measure
 from hardware.remote.sandbox import GRACE_S
 from tests.hardware.remote import corpus
-from tests.hardware.remote.helpers import FAST, SHAPE, TOKEN, assert_serves, get, good_body, onnx_bytes, post
+from tests.conftest import REPO
+from tests.hardware.remote.helpers import (FAST, SHAPE, TOKEN, assert_serves, get, good_body,
+                                          import_blocker, onnx_bytes, post)
 
 
 def test_missing_token_is_401_and_wrong_token_403(server):
@@ -233,6 +235,18 @@ def test_cpu_time_limit_kills_the_child():
         assert status == 422 and "CPU-time limit of 1 s" in answer["error"], answer
         assert time.monotonic() - started < 15
         assert_serves(srv)
+
+
+def test_measuring_child_loads_onnx_before_its_first_request(tmp_path, monkeypatch):
+    """``import onnx`` (about 1.2 s of CPU) happens while the child starts, not on the first
+    request's CPU-time budget (which the test above keeps at 1 s): a child that cannot import
+    it fails at start, naming it."""
+    blocker = tmp_path / "no_onnx"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(import_blocker("onnx"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(blocker), str(REPO)]))
+    with pytest.raises(ValueError, match="onnx is not installed on this device"):
+        DeviceServer(TOKEN, "onnxruntime", {})
 
 
 def test_resident_memory_watch_kills_the_child():
