@@ -10,7 +10,8 @@ server has already bound-checked; the child validates every model
 
 Limits: before each job the CPU-time limit (``RLIMIT_CPU``) is set to the
 time used so far plus the request's budget, so a runaway job dies of
-``SIGXCPU``; for the CPU runner the address space (``RLIMIT_AS``) is capped at
+``SIGXCPU`` (what every job needs, validation's ``onnx`` included, is imported
+before that, at start-up, so no job is charged for it); for the CPU runner the address space (``RLIMIT_AS``) is capped at
 ``Limits.max_memory_mb``, so a model that builds huge tensors gets an
 allocation failure instead of the device's memory.  (GPU runtimes reserve
 large virtual ranges, so for them the server watches the resident size
