@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hardware.remote.helpers import AGENT_KIND, BLOCKER
+from tests.hardware.remote.helpers import AGENT_KIND, pythonpath_without
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -36,10 +36,7 @@ def start_agent(tmp_path):
     """``start_agent(url, *options) -> Popen``: an agent as on a device, where ``import torch``
     fails (the light distribution has none); every agent started is killed by pid at the end."""
     procs: list[subprocess.Popen] = []
-    blocker = tmp_path / "no_torch"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(BLOCKER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(REPO)])}
+    env = {**os.environ, "PYTHONPATH": pythonpath_without("torch", tmp_path / "no_torch")}
 
     def start(url: str, *options: str) -> subprocess.Popen:
         log = tmp_path / f"agent{len(procs)}"

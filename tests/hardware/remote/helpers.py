@@ -10,6 +10,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,9 +26,15 @@ FAST = Protocol(rounds=3, repeats=2, target_ms=5.0, warmup=2)
 AGENT_KIND = "pixel-test"
 
 
-def import_blocker(module: str) -> str:
-    """A sitecustomize.py that makes ``module`` and its submodules unimportable."""
-    return textwrap.dedent(f"""
+REPO = Path(__file__).resolve().parents[3]
+
+
+def pythonpath_without(module: str, folder: Path) -> str:
+    """A ``PYTHONPATH`` (``folder``, then the repository) under which ``module`` and its
+    submodules cannot be imported, as ``torch`` cannot on a device with the light distribution;
+    ``folder`` gets the sitecustomize.py that blocks it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(textwrap.dedent(f"""
         import sys
 
         class _Blocked:
@@ -37,11 +44,8 @@ def import_blocker(module: str) -> str:
                 return None
 
         sys.meta_path.insert(0, _Blocked())
-    """)
-
-
-#: a sitecustomize.py that makes torch unimportable, as on a device with the light distribution
-BLOCKER = import_blocker("torch")
+    """))
+    return os.pathsep.join([str(folder), str(REPO)])
 
 
 def net(width: int) -> nn.Module:

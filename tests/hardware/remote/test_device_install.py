@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hardware.remote import DeviceClient
-from tests.hardware.remote.helpers import BLOCKER, FAST, SHAPE, onnx_bytes, read_lines_until, stop
+from tests.hardware.remote.helpers import FAST, SHAPE, onnx_bytes, pythonpath_without, read_lines_until, stop
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -31,11 +31,8 @@ def test_serve_path_never_imports_torch():
 
 @pytest.fixture
 def no_torch_env(tmp_path):
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(BLOCKER)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(blocker), str(REPO)])
+    env["PYTHONPATH"] = pythonpath_without("torch", tmp_path / "blocker")
     env.pop("HWNAS_DEVICE_TOKEN", None)
     check = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True,
                            timeout=60)

@@ -24,9 +24,8 @@ from hardware.protocol import Protocol
 from hardware.remote import DeviceClient, DeviceServer, Limits, RemoteError, encode_measure
 from hardware.remote.sandbox import GRACE_S
 from tests.hardware.remote import corpus
-from tests.conftest import REPO
 from tests.hardware.remote.helpers import (FAST, SHAPE, TOKEN, assert_serves, get, good_body,
-                                          import_blocker, onnx_bytes, post)
+                                          onnx_bytes, post, pythonpath_without)
 
 
 def test_missing_token_is_401_and_wrong_token_403(server):
@@ -241,10 +240,7 @@ def test_measuring_child_loads_onnx_before_its_first_request(tmp_path, monkeypat
     """``import onnx`` (about 1.2 s of CPU) happens while the child starts, not on the first
     request's CPU-time budget (which the test above keeps at 1 s): a child that cannot import
     it fails at start, naming it."""
-    blocker = tmp_path / "no_onnx"
-    blocker.mkdir()
-    (blocker / "sitecustomize.py").write_text(import_blocker("onnx"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(blocker), str(REPO)]))
+    monkeypatch.setenv("PYTHONPATH", pythonpath_without("onnx", tmp_path / "no_onnx"))
     with pytest.raises(ValueError, match="onnx is not installed on this device"):
         DeviceServer(TOKEN, "onnxruntime", {})
 
