@@ -63,7 +63,7 @@ class _Child:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         command = [sys.executable, "-c", _WORKER, "--runner", runner, "--options", json.dumps(dict(options)),
                    "--limits", json.dumps(asdict(limits)),
-                   "--in-fd", str(to_child_r), "--out-fd", str(from_child_w)]
+                   "--in-fd", str(to_child_r), "--out-fd", str(from_child_w), "--scratch", self.scratch]
         try:
             self.proc = subprocess.Popen(command, cwd=self.scratch, env=env, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, pass_fds=(to_child_r, from_child_w))

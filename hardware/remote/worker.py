@@ -11,11 +11,14 @@ server has already bound-checked; the child validates every model
 Limits: before each job the CPU-time limit (``RLIMIT_CPU``) is set to the
 time used so far plus the request's budget, so a runaway job dies of
 ``SIGXCPU`` (what every job needs, validation's ``onnx`` included, is imported
-before that, at start-up, so no job is charged for it); for the CPU runner the address space (``RLIMIT_AS``) is capped at
-``Limits.max_memory_mb``, so a model that builds huge tensors gets an
-allocation failure instead of the device's memory.  (GPU runtimes reserve
-large virtual ranges, so for them the server watches the resident size
-instead.)  The serving process kills the child past the wall-clock cap.
+before that, at start-up, so no job is charged for it); for the CPU runner the
+address space (``RLIMIT_AS``) is capped at ``Limits.max_memory_mb``, so a
+model that builds huge tensors gets an allocation failure instead of the
+device's memory.  (GPU runtimes reserve large virtual ranges, so for them the
+server watches the resident size instead.)  The serving process kills the
+child past the wall-clock cap.  A child that leaves on its own (its input
+closed, or its answer could not be written because the serving process is
+gone) removes its scratch folder itself.
 
 Frames on both pipes: 8-byte big-endian length, then the payload (the job
 body going in, JSON coming out).  Answers are ``{"results": ...}`` or
@@ -29,6 +32,7 @@ import gc
 import json
 import math
 import os
+import shutil
 import struct
 import sys
 import time
@@ -233,7 +237,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limits", required=True, help="Limits as JSON")
     parser.add_argument("--in-fd", type=int, required=True)
     parser.add_argument("--out-fd", type=int, required=True)
+    parser.add_argument("--scratch", default=None,
+                        help="the child's scratch folder, removed when it leaves (the serving process "
+                             "removes it too, but cannot once it has been SIGKILLed)")
     args = parser.parse_args(argv)
+    try:
+        return _serve(args)
+    finally:
+        # the serving process may be gone (SIGKILLed: its input pipe closed, or the answer's
+        # write failed with EPIPE), so the folder it made for this child is this child's to remove
+        if args.scratch is not None:
+            shutil.rmtree(args.scratch, ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace) -> int:
     _no_core_dumps()
     limits = Limits(**json.loads(args.limits))
     try:

@@ -48,6 +48,15 @@ def pythonpath_without(module: str, folder: Path) -> str:
     return os.pathsep.join([str(folder), str(REPO)])
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started that are still its children (Linux ``/proc``; any thread's)."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(child) for child in f.read().split()]
+    return found
+
+
 def net(width: int) -> nn.Module:
     torch.manual_seed(width)
     return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1),

@@ -24,7 +24,7 @@ from hardware.remote.wire import Limits, RemoteError, encode_measure
 from hardware.store import FingerprintMismatch, MeasurementStore
 from search_spaces import make_space
 from tests.hardware.remote import corpus
-from tests.hardware.remote.helpers import AGENT_KIND
+from tests.hardware.remote.helpers import AGENT_KIND, child_pids
 
 SPACE = {"resolutions": [32], "widths": [0.5], "depths": [1], "kernels": [3], "expansions": [3],
          "num_classes": 10}
@@ -77,6 +77,8 @@ def test_two_agents_drain_40_jobs_exactly_once_and_a_killed_agents_job_moves_ove
     # whichever agent leases the slow job first dies while measuring it
     holder = until(lambda: job_row(store, slow)["agent"], 60, "the slow job to be leased")
     (victim,) = [p for p in (first, second) if holder.split(":")[1] == str(p.pid)]
+    (measuring_child,) = child_pids(victim.pid)
+    scratch = os.readlink(f"/proc/{measuring_child}/cwd")
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(timeout=30)
     survivor = second if victim is first else first
@@ -92,6 +94,9 @@ def test_two_agents_drain_40_jobs_exactly_once_and_a_killed_agents_job_moves_ove
     assert sorted(done_lines(first, second)) == sorted(ids)
     # the killed agent still counts as alive until its heartbeat is stale; the stopped one does not
     assert [a["pid"] for a in queue.alive_agents(KIND)] == [victim.pid]
+    # the killed agent's measuring child finished the slow job, had no one to answer, and
+    # removed the scratch folder its dead agent could not
+    until(lambda: not os.path.exists(scratch), 60, f"{scratch} to be removed")
 
 
 def test_a_hostile_model_fails_with_serve_devices_words_and_the_agent_serves_on(pg_url, mbv3_models,
