@@ -136,6 +136,14 @@ unchanged, the same weights trained).  Why these choices:
     5,048 s beside the stand-alone trainings (1.43x the 4-random time): cost
     ratio 4.38 for the 24 candidates, 0.138 extrapolated to 1,000.  Seed 0
     was not run with 6;
+  - 8 random sub-networks (``--num-random 8``), seed 1, same EPYC, same
+    stand-alone trainings and latencies: **0.620** against the 2-seed
+    reference (latency 0.759, MACs 0.679), 0.623 against the 3-seed mean,
+    0.633 held out in turn.  Over 2 / 4 / 6 / 8 random sub-networks seed 1
+    scores 0.611 / 0.676 / 0.725 / 0.620: the count is not the lever, and
+    6's gain over 4 is within what one supernet training varies.  The
+    supernet trained in 6,610 s (a fresh-clone test run shared the machine
+    for its first hour): cost ratio 5.73 for the 24 candidates;
   - how high any ranker can score here (``--repeats 3 --no-supernet``, on the
     previous EPYC; each seed held out in turn against the mean of the other
     two, mean of 3): a held-out stand-alone training scores 0.850 / 0.788 on
