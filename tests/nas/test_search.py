@@ -24,8 +24,10 @@ def test_pareto_front_keeps_non_dominated_rows():
 
 def test_search_end_to_end_with_constraint_and_export(tmp_path):
     def evolution(folder, trials):
-        return tiny_recipe(folder, search={"controller": "evolution", "trials": trials, "batch_size": 3,
-                                           "options": {"population": 3, "sample_size": 2}})
+        # one store for both runs: the constrained run looks up the probe's batch, not redo it
+        return tiny_recipe(folder, store=str(tmp_path / "store.db"),
+                           search={"controller": "evolution", "trials": trials, "batch_size": 3,
+                                   "options": {"population": 3, "sample_size": 2}})
 
     # The bound is on MACs, not on measured latency: a latency bound taken from one run and
     # applied to another is at the mercy of the machine's load between them (it once left
