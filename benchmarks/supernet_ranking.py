@@ -315,6 +315,9 @@ def parse_args(argv=None):
     p.add_argument("--largest-first-epochs", type=float, default=0.0,
                    help="leading epochs that train only the largest sub-network")
     p.add_argument("--calib-batches", type=int, default=8)
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="keep a moving average of the supernet's weights (supernet.ema_decay) and estimate "
+                        "with it; the last weights are scored beside it")
     p.add_argument("--supernet", action=argparse.BooleanOptionalAction, default=True,
                    help="--no-supernet trains only the stand-alone references (kept in the cache) and "
                         "prints how well the proxies (and, with --repeats 3 or more, a held-out stand-alone "
@@ -471,12 +474,14 @@ def supernet_config(args):
         "lr": args.lr, "optimizer": "adamw", "weight_decay": 0.01, "num_random": args.num_random,
         "random_sampler": args.random_sampler,
         "distill": args.distill, "largest_first_epochs": args.largest_first_epochs,
-        "threads": 1, "validate": False})
+        "ema_decay": args.ema_decay, "threads": 1, "validate": False})
 
 
 def supernet_job(args, arch_texts: list[str], workdir: Path):
     """Train the supernet in a worker process and estimate every candidate:
-    ``(recalibrated %, not recalibrated %, training s, evaluation s each)``."""
+    ``(recalibrated %, not recalibrated %, training s, evaluation s each, recalibrated % with
+    the last weights)``; with ``--ema-decay`` the first two come from the weights' moving
+    average, otherwise the last entry is None (the first already holds those)."""
     torch.set_num_threads(1)
     space = make_benchmark_space(args)
     archs = [space.parse(a) for a in arch_texts]
@@ -487,7 +492,8 @@ def supernet_job(args, arch_texts: list[str], workdir: Path):
                              log=lambda m: print("  supernet: " + m, flush=True))
     # the epochs' own times, those of a run resumed here included: what the supernet cost
     training_seconds = sum(epoch["seconds"] for epoch in trained.epochs)
-    supernet = supernet_from_checkpoint(load_checkpoint(trained.checkpoint))
+    state = load_checkpoint(trained.checkpoint)
+    supernet = supernet_from_checkpoint(state)  # the moving average, when one was kept
     evaluator = SubnetEvaluator(supernet, args.dataset, calib_batches=args.calib_batches,
                                 batch_size=args.batch_size, seed=args.seed)
     estimate, raw, eval_seconds = [], [], []
@@ -496,7 +502,13 @@ def supernet_job(args, arch_texts: list[str], workdir: Path):
         estimate.append(evaluator.accuracy(arch))
         eval_seconds.append(time.perf_counter() - t0)
         raw.append(evaluate_accuracy(supernet.extract(arch), evaluator.splits(arch.resolution).val))
-    return estimate, raw, training_seconds, eval_seconds
+    last = None
+    if args.ema_decay:
+        last_weights = SubnetEvaluator(supernet_from_checkpoint(state, averaged=False), args.dataset,
+                                       calib_batches=args.calib_batches, batch_size=args.batch_size,
+                                       seed=args.seed)
+        last = [last_weights.accuracy(arch) for arch in archs]
+    return estimate, raw, training_seconds, eval_seconds, last
 
 
 def run_trainings(args, archs, cache: StandaloneCache, workdir: Path):
@@ -615,6 +627,9 @@ def main(argv=None) -> int:
     # tau over pairs of equal resolution shows how much of the agreement is finer than that
     rankers = {"supernet (recalibrated BN)": supernet[0], "supernet (no recalibration)": supernet[1]} \
         if supernet else {}
+    if supernet and supernet[4] is not None:
+        # the same training scored without its moving average
+        rankers["supernet (last weights)"] = supernet[4]
     rankers |= {"MACs": macs, "resolution": resolution, "latency": latency}
     print()
     print(f"against stand-alone (mean of {args.repeats} seeds), {n} candidates:")
@@ -633,7 +648,7 @@ def main(argv=None) -> int:
               f"no supernet trained (--no-supernet)")
         return 0
 
-    estimate, _, supernet_seconds, eval_seconds = supernet
+    estimate, _, supernet_seconds, eval_seconds, _ = supernet
     if args.repeats > 1:
         print(f"supernet vs each stand-alone seed: Kendall tau "
               f"{' / '.join(f'{kendalltau(estimate, r).statistic:.3f}' for r in seed_runs)}")

@@ -26,6 +26,9 @@ checks it (unknown keys and bad values are rejected with the key named)::
                                # benchmarks/supernet_ranking.py, which measures both)
       largest_first_epochs: 0  # train only the largest sub-network this long first (OFA's
                                # first phase), then the full sandwich
+      ema_decay: 0             # > 0: also keep an exponential moving average of the weights
+                               # (timm's ModelEmaV3, updated every step with this decay, as
+                               # BigNAS does); sub-networks are then estimated with the average
       workers: 0
       output: null             # default: <recipe output>/supernet
 """
@@ -60,6 +63,8 @@ class SupernetConfig:
     distill: bool = True
     #: leading epochs (may be fractional) that train only the largest sub-network
     largest_first_epochs: float = 0.0
+    #: per-step decay of the weights' exponential moving average (0: none kept)
+    ema_decay: float = 0.0
     #: train-time augmentation for folder datasets (the embedded digits have none)
     augment: bool = True
     workers: int = 0
@@ -104,6 +109,8 @@ def _check(c: SupernetConfig, where: str) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ValueError(f"{where}.{key}: must be >= 0, got {value}")
+    if not 0 <= c.ema_decay < 1:
+        raise ValueError(f"{where}.ema_decay: must be in [0, 1) (0 keeps no average), got {c.ema_decay}")
     if not 0 <= c.label_smoothing < 1:
         raise ValueError(f"{where}.label_smoothing: must be in [0, 1), got {c.label_smoothing}")
     for key in ("warmup_epochs", "largest_first_epochs"):

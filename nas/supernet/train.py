@@ -15,6 +15,11 @@ Every step (the sandwich rule of BigNAS / AttentiveNAS):
    or AdamW, per-step cosine schedule with optional linear warm-up, no weight
    decay on norms and biases).
 
+With ``ema_decay`` > 0 an exponential moving average of the weights (timm's
+``ModelEmaV3``, updated after every step) is kept beside them, as BigNAS
+does; :func:`supernet_from_checkpoint` hands it out in their place.  It never
+feeds back into training: the same run without it trains the same weights.
+
 With ``largest_first_epochs`` > 0 the run starts with once-for-all's first
 phase: only the largest sub-network trains, then the full sandwich takes over.
 A teacher that is still near chance gives in-place distillation nothing to
@@ -32,7 +37,8 @@ used on CUDA only.
 Output folder::
 
     last.pt        full state after the latest finished epoch (atomic write)
-    supernet.pt    weights + space + config, written when training finishes
+    supernet.pt    weights (and their moving average, with ema_decay > 0) + space + config,
+                   written when training finishes
     losses.jsonl   one line per step (losses of each sandwich member, lr)
     train.log      epoch summaries
     recipe.yaml    the resolved recipe (written by ``hwnas train-supernet``)
@@ -83,6 +89,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -226,15 +233,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def supernet_from_checkpoint(state: dict[str, Any]) -> Supernet:
-    """Rebuild the supernet recorded in a checkpoint (``last.pt`` or ``supernet.pt``)."""
+def supernet_from_checkpoint(state: dict[str, Any], averaged: bool | None = None) -> Supernet:
+    """Rebuild the supernet recorded in a checkpoint (``last.pt`` or ``supernet.pt``).
+
+    ``averaged``: the weights' moving average (trained with ``ema_decay`` > 0) instead of the
+    last step's weights; None takes the average when the checkpoint holds one."""
+    has_average = state.get("ema") is not None
+    if averaged and not has_average:
+        raise ValueError("this supernet checkpoint holds no moving average of its weights "
+                         "(it was trained with supernet.ema_decay 0)")
     space = make_space(state["space"], **state["space_options"])
     supernet = build_supernet(space, state["seed"])
     if _layout(state) != supernet.layout:
         raise ValueError(f"this supernet checkpoint holds the {state['space']} supernet's tensor layout "
                          f"{_layout(state)}; this version of hwnas builds layout {supernet.layout}, "
                          f"so the supernet must be trained again")
-    supernet.load_state_dict(state["model"])
+    use_average = has_average if averaged is None else averaged
+    supernet.load_state_dict(state["ema"] if use_average else state["model"])
     return supernet.eval()
 
 
@@ -339,6 +354,7 @@ def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: i
                 for stale in (last, output / FINAL):
                     stale.unlink(missing_ok=True)
             world.barrier()  # no rank looks for last.pt while rank 0 may still remove it
+            state = None
             if resume and last.is_file():
                 state = load_checkpoint(last)
                 _check_resumable(state, identity, last)
@@ -350,6 +366,10 @@ def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: i
                 start_epoch = int(state["epoch"])
                 say(f"resuming {output} after epoch {start_epoch}/{config.epochs} "
                     f"(step {state['step']})")
+            # every rank keeps the same average: the ranks' weights are equal after each step
+            ema = ModelEmaV3(supernet, decay=config.ema_decay) if config.ema_decay else None
+            if ema is not None and state is not None:
+                ema.module.load_state_dict(state["ema"])
             # the loss log is rewritten from the checkpoint: steps a killed run logged
             # after its last checkpoint are replayed, not duplicated
             if world.main:
@@ -365,7 +385,7 @@ def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: i
             for epoch in range(start_epoch, config.epochs):
                 summary = _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed,
                                        largest, smallest, optimizer, schedule, scaler, use_amp, device,
-                                       history, output, progress, steps_per_epoch, world)
+                                       history, output, progress, steps_per_epoch, world, ema)
                 if world.main:
                     # validation touches extracted copies only (no collective), so the other
                     # ranks simply wait for the checkpoint at the barrier below
@@ -377,7 +397,7 @@ def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: i
                 if world.main:
                     _atomic_save({"format": FORMAT, **identity, "config": config.to_dict(),
                                   "epoch": epoch + 1, "step": len(history), "model": supernet.state_dict(),
-                                  "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
+                                  "ema": _average(ema), "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
                                   "scaler": scaler.state_dict(), "history": history, "epochs": epochs},
                                  last)
                 world.barrier()  # an epoch counts as done on every rank once last.pt is complete
@@ -386,11 +406,15 @@ def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: i
             if world.main:
                 _atomic_save({"format": FORMAT, **identity, "config": config.to_dict(),
                               "epoch": config.epochs, "step": len(history), "model": supernet.state_dict(),
-                              "epochs": epochs}, final)
+                              "ema": _average(ema), "epochs": epochs}, final)
             world.barrier()
     finally:
         torch.set_num_threads(previous_threads)
     return TrainResult(output, final, history, epochs, start_epoch, time.perf_counter() - started)
+
+
+def _average(ema: ModelEmaV3 | None) -> dict[str, torch.Tensor] | None:
+    return None if ema is None else ema.module.state_dict()
 
 
 def augmentation_seed(seed: int, epoch: int, rank: int) -> int:
@@ -403,9 +427,10 @@ def augmentation_seed(seed: int, epoch: int, rank: int) -> int:
 
 def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, largest, smallest,
                  optimizer, schedule, scaler, use_amp, device, history, output, progress,
-                 steps_per_epoch, world: World = SINGLE) -> dict[str, Any]:
+                 steps_per_epoch, world: World = SINGLE, ema: ModelEmaV3 | None = None) -> dict[str, Any]:
     """One epoch; ``model`` is what the forward passes call: ``supernet`` itself, or its
-    DDP wrapper on several ranks (see :func:`nas.supernet.distributed.wrap`)."""
+    DDP wrapper on several ranks (see :func:`nas.supernet.distributed.wrap`); ``ema``, when
+    given, is updated after every step."""
     space = supernet.space
     # the batch order, resolutions and sub-networks are the same on every rank: never seeded by rank
     generator = torch.Generator().manual_seed(epoch_seed(seed, epoch, 0))
@@ -463,6 +488,10 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
             scaler.step(optimizer)
             scaler.update()
             schedule.step()
+            if ema is not None:
+                # the decay depends on the step count alone, so a resumed run averages exactly
+                # as an uninterrupted one (timm: the first update copies the weights)
+                ema.update(supernet, step=len(history) + 1)
             randoms = member_losses[2:]
             entry = {"epoch": epoch + 1, "step": len(history) + 1, "lr": lr, "resolution": resolution,
                      "loss": sum(member_losses), "largest": member_losses[0],

@@ -31,8 +31,10 @@ TINY_SPACES = {
     "mobiledet": {"resolutions": [12, 16], "layers_per_stage": 2, "kernels": [3, 5], "expansions": [4, 8],
                   "num_classes": 10},
 }
+# with a moving average of the weights, so resume, DDP and the accuracy source cover it (a decay
+# this low moves it visibly away from the last weights in 10 steps)
 TINY_SUPERNET = {"epochs": 2, "batch_size": 256, "num_random": 1, "threads": 1, "validate": False,
-                 "calib_batches": 2, "warmup_epochs": 0.5}
+                 "calib_batches": 2, "warmup_epochs": 0.5, "ema_decay": 0.9}
 
 
 
@@ -172,6 +174,8 @@ def test_config_rejects_unknown_and_bad_keys():
         parse_supernet_config({"epochs": 2, "largest_first_epochs": 2})
     with pytest.raises(ValueError, match=r"supernet\.random_sampler: 'flops' is not one of"):
         parse_supernet_config({"random_sampler": "flops"})
+    with pytest.raises(ValueError, match=r"supernet\.ema_decay: must be in \[0, 1\)"):
+        parse_supernet_config({"ema_decay": 1})
 
 
 def test_largest_first_phase_trains_only_the_largest(tmp_path):
@@ -268,8 +272,10 @@ def test_resume_after_sigkill_reproduces_the_loss_curve(tmp_path, trained, space
     resumed = load_checkpoint(last)
     assert "resuming" in (tmp_path / "killed" / "train.log").read_text()
     assert _losses(resumed["history"]) == _losses(reference.history)  # bit-for-bit, every step
-    for key, value in load_checkpoint(reference.checkpoint)["model"].items():
-        assert torch.equal(final["model"][key], value), key
+    uninterrupted = load_checkpoint(reference.checkpoint)
+    for weights in ("model", "ema"):
+        for key, value in uninterrupted[weights].items():
+            assert torch.equal(final[weights][key], value), (weights, key)
     logged = [json.loads(line) for line in (tmp_path / "killed" / "losses.jsonl").read_text().splitlines()]
     assert _losses(logged) == _losses(reference.history)  # no duplicated steps from the killed run
     assert (tmp_path / "killed" / "recipe.yaml").is_file()
@@ -293,6 +299,25 @@ def test_supernet_scores_precision_variants_as_quantized_subnetworks(tmp_path, r
         assert int8_row["accuracy"] == candidate_accuracy(space, int8, model, splits, source.batch_size * 4,
                                                           source.calibration_inputs(int8))
         assert float_row == source.evaluate([str(arch)])[0]
+
+
+def test_weight_average_never_feeds_back_and_is_what_estimates_use(tmp_path, reference):
+    from nas.supernet.train import supernet_from_checkpoint
+
+    config = parse_supernet_config({**TINY_SUPERNET, "ema_decay": 0})
+    plain = load_checkpoint(train_supernet(_tiny_space(), config, tmp_path / "sn", seed=0, progress=False,
+                                           log=None).checkpoint)
+    averaged = load_checkpoint(reference.checkpoint)
+    assert plain["ema"] is None
+    for key, value in averaged["model"].items():  # the same weights trained with and without it
+        assert torch.equal(plain["model"][key], value), key
+    assert any(not torch.equal(averaged["ema"][k], v) for k, v in averaged["model"].items())
+    for state, use_average in ((averaged, None), (averaged, True), (averaged, False), (plain, None)):
+        loaded = supernet_from_checkpoint(state, use_average).state_dict()
+        expected = state["model"] if use_average is False or state["ema"] is None else state["ema"]
+        assert all(torch.equal(loaded[k], v) for k, v in expected.items())
+    with pytest.raises(ValueError, match="no moving average.*ema_decay 0"):
+        supernet_from_checkpoint(plain, averaged=True)
 
 
 def test_checkpoint_of_another_tensor_layout_is_refused_by_name(reference):

@@ -110,16 +110,18 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
             assert b[key] == pytest.approx(a[key], rel=RTOL), (a["step"], key)
     assert _log(two) == load_checkpoint(two / "last.pt")["history"]  # no duplicated steps
 
-    # and so are the weights and the batch-norm running statistics (global batch on every rank),
-    # up to the same rounding drift: after 10 steps they pass rtol 1e-3, atol 1e-4 (measured;
-    # largest absolute difference 6.6e-4, every element within 1e-3 of its own size or 1e-4)
-    ref, got = load_checkpoint(one / "supernet.pt")["model"], load_checkpoint(two / "supernet.pt")["model"]
-    assert ref.keys() == got.keys()
-    for key, value in ref.items():
-        if value.dtype.is_floating_point:
-            assert torch.allclose(got[key], value, rtol=1e-3, atol=1e-4), key
-        else:
-            assert torch.equal(got[key], value), key
+    # and so are the weights, the batch-norm running statistics (global batch on every rank) and
+    # their moving average, up to the same rounding drift: after 10 steps they pass rtol 1e-3,
+    # atol 1e-4 (measured; largest absolute difference 6.6e-4, every element within 1e-3 of its
+    # own size or 1e-4)
+    for weights in ("model", "ema"):
+        ref, got = load_checkpoint(one / "supernet.pt")[weights], load_checkpoint(two / "supernet.pt")[weights]
+        assert ref.keys() == got.keys()
+        for key, value in ref.items():
+            if value.dtype.is_floating_point:
+                assert torch.allclose(got[key], value, rtol=1e-3, atol=1e-4), (weights, key)
+            else:
+                assert torch.equal(got[key], value), (weights, key)
 
 
 def test_global_batch_not_divisible_by_the_processes_is_refused(tmp_path, monkeypatch, capsys):
