@@ -397,8 +397,9 @@ def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: i
                 if world.main:
                     _atomic_save({"format": FORMAT, **identity, "config": config.to_dict(),
                                   "epoch": epoch + 1, "step": len(history), "model": supernet.state_dict(),
-                                  "ema": _average(ema), "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
-                                  "scaler": scaler.state_dict(), "history": history, "epochs": epochs},
+                                  "ema": _average(ema), "optimizer": optimizer.state_dict(),
+                                  "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
+                                  "history": history, "epochs": epochs},
                                  last)
                 world.barrier()  # an epoch counts as done on every rank once last.pt is complete
                 say(_describe(summary, config.epochs))
