@@ -6,7 +6,9 @@
 or ``last.pt``; relative paths resolve against the recipe's folder like every
 input path), or the word ``run`` for ``<run folder>/supernet/supernet.pt``,
 which is where ``hwnas train-supernet`` puts the supernet of the same recipe
-by default.  Each candidate is extracted with its inherited weights, its BN
+by default.  Each candidate is extracted with its inherited weights (the
+moving average of the supernet's weights when it was trained with
+``supernet.ema_decay`` > 0), its BN
 statistics are recalibrated on ``calib_batches`` fixed training batches, and
 its top-1 validation accuracy (%) is the estimate.  ``dataset``/``root``
 default to what the supernet was trained on.  Estimates are cached in the
