@@ -122,8 +122,8 @@ unchanged, the same weights trained).  Why these choices:
 
   - moving average: **0.895 / 0.713** on seeds 0 / 1; the same trainings'
     last weights 0.832 / 0.676, exactly the figures of the runs without an
-    average below (the average never feeds back into training).  MACs 0.800 / 0.679, latency 0.836 / 0.759
-    in the same runs: **met on seed 0** (above latency by 0.059, about 16 of
+    average below (the average never feeds back into training).  MACs
+    0.800 / 0.679, latency 0.836 / 0.759 in the same runs: **met on seed 0** (above latency by 0.059, about 16 of
     the 276 pairs), **not on seed 1** (0.046 below latency).  Seed 1 against
     its 3-seed mean: 0.708 (last weights 0.701, latency 0.775); held out in
     turn: 0.693 (last weights 0.667, latency 0.742, a held-out stand-alone
@@ -262,6 +262,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -502,11 +503,19 @@ def supernet_config(args):
         "ema_decay": args.ema_decay, "threads": 1, "validate": False})
 
 
-def supernet_job(args, arch_texts: list[str], workdir: Path):
-    """Train the supernet in a worker process and estimate every candidate:
-    ``(recalibrated %, not recalibrated %, training s, evaluation s each, recalibrated % with
-    the last weights)``; with ``--ema-decay`` the first two come from the weights' moving
-    average, otherwise the last entry is None (the first already holds those)."""
+class SupernetResults(NamedTuple):
+    """Per candidate, in order; with ``--ema-decay`` the estimates come from the weights' moving
+    average and ``last_weights`` scores the same training's last weights (else None: the
+    estimates already are those)."""
+    estimate: list[float]  # %, BN recalibrated
+    not_recalibrated: list[float]  # %, BN statistics as they come out of training
+    training_seconds: float
+    eval_seconds: list[float]  # per candidate, of the recalibrated estimate
+    last_weights: list[float] | None  # %, BN recalibrated
+
+
+def supernet_job(args, arch_texts: list[str], workdir: Path) -> SupernetResults:
+    """Train the supernet in a worker process and estimate every candidate."""
     torch.set_num_threads(1)
     space = make_benchmark_space(args)
     archs = [space.parse(a) for a in arch_texts]
@@ -518,9 +527,13 @@ def supernet_job(args, arch_texts: list[str], workdir: Path):
     # the epochs' own times, those of a run resumed here included: what the supernet cost
     training_seconds = sum(epoch["seconds"] for epoch in trained.epochs)
     state = load_checkpoint(trained.checkpoint)
+
+    def evaluator_of(supernet) -> SubnetEvaluator:
+        return SubnetEvaluator(supernet, args.dataset, calib_batches=args.calib_batches,
+                               batch_size=args.batch_size, seed=args.seed)
+
     supernet = supernet_from_checkpoint(state)  # the moving average, when one was kept
-    evaluator = SubnetEvaluator(supernet, args.dataset, calib_batches=args.calib_batches,
-                                batch_size=args.batch_size, seed=args.seed)
+    evaluator = evaluator_of(supernet)
     estimate, raw, eval_seconds = [], [], []
     for arch in archs:
         t0 = time.perf_counter()
@@ -529,11 +542,9 @@ def supernet_job(args, arch_texts: list[str], workdir: Path):
         raw.append(evaluate_accuracy(supernet.extract(arch), evaluator.splits(arch.resolution).val))
     last = None
     if args.ema_decay:
-        last_weights = SubnetEvaluator(supernet_from_checkpoint(state, averaged=False), args.dataset,
-                                       calib_batches=args.calib_batches, batch_size=args.batch_size,
-                                       seed=args.seed)
+        last_weights = evaluator_of(supernet_from_checkpoint(state, averaged=False))
         last = [last_weights.accuracy(arch) for arch in archs]
-    return estimate, raw, training_seconds, eval_seconds, last
+    return SupernetResults(estimate, raw, training_seconds, eval_seconds, last)
 
 
 def run_trainings(args, archs, cache: StandaloneCache, workdir: Path):
@@ -645,16 +656,17 @@ def main(argv=None) -> int:
     print(f"{'#':>2}  {'lat ms':>6}  {'MMACs':>6}  {'supernet %':>10}  {'no-recal %':>10}  "
           f"{'stand-alone %':>13}  arch   (stand-alone: mean of {args.repeats} seeds)")
     for k, arch in enumerate(archs):
-        estimates = f"{supernet[0][k]:>10.2f}  {supernet[1][k]:>10.2f}" if supernet else f"{'-':>10}  {'-':>10}"
+        estimates = f"{supernet.estimate[k]:>10.2f}  {supernet.not_recalibrated[k]:>10.2f}" if supernet \
+            else f"{'-':>10}  {'-':>10}"
         print(f"{k + 1:>2}  {latency[k]:>6.3f}  {macs[k]:>6.2f}  {estimates}  {standalone[k]:>13.2f}  {arch}")
     # free proxies side by side: a supernet is only worth its training if it ranks better
     # than what needs no training at all; resolution alone orders much of the table, so the
     # tau over pairs of equal resolution shows how much of the agreement is finer than that
-    rankers = {"supernet (recalibrated BN)": supernet[0], "supernet (no recalibration)": supernet[1]} \
-        if supernet else {}
-    if supernet and supernet[4] is not None:
+    rankers = {"supernet (recalibrated BN)": supernet.estimate,
+               "supernet (no recalibration)": supernet.not_recalibrated} if supernet else {}
+    if supernet and supernet.last_weights is not None:
         # the same training scored without its moving average
-        rankers["supernet (last weights)"] = supernet[4]
+        rankers["supernet (last weights)"] = supernet.last_weights
     rankers |= {"MACs": macs, "resolution": resolution, "latency": latency}
     print()
     print(f"against stand-alone (mean of {args.repeats} seeds), {n} candidates:")
@@ -673,7 +685,7 @@ def main(argv=None) -> int:
               f"no supernet trained (--no-supernet)")
         return 0
 
-    estimate, _, supernet_seconds, eval_seconds, _ = supernet
+    estimate, supernet_seconds, eval_seconds = supernet.estimate, supernet.training_seconds, supernet.eval_seconds
     if args.repeats > 1:
         print(f"supernet vs each stand-alone seed: Kendall tau "
               f"{' / '.join(f'{kendalltau(estimate, r).statistic:.3f}' for r in seed_runs)}")
