@@ -67,6 +67,7 @@ from hardware.store import MeasurementStore, default_store_path
 from nas.controllers import (ARCH_ATTR, CONSTRAINTS_ATTR, AgingEvolutionSampler, is_feasible, make_controller,
                              record_constraints, screen, suggest_arch)
 from nas.files import atomic_write_text
+from nas.interrupts import CtrlC
 from nas.recipe import Recipe, RecipeError, load_recipe, result_changes, write_resolved
 from nas.report import study_storage
 from nas.sources import (ACCURACY_SOURCES, LATENCY_SOURCES, MAXIMIZE, MINIMIZE, RunContext, make_progress,
@@ -370,10 +371,13 @@ class Search:
         if self.shared:
             print(f"worker of study {self.recipe.name!r} on {describe_storage(self.storage_url)}")
         evaluated = 0
-        with make_progress(budget, "trials", self.progress) as bar, self.heartbeats:
+        with make_progress(budget, "trials", self.progress) as bar, self.heartbeats, CtrlC() as ctrl_c:
             try:
-                while (proposal := self._propose(budget))[0] is not None:
-                    batch, done = proposal
+                while True:
+                    ctrl_c.check()  # a Ctrl-C dropped during the last batch stops before the next
+                    batch, done = proposal = self._propose(budget)
+                    if batch is None:
+                        break
                     bar.update(done - bar.n)
                     if batch:
                         self._evaluate_and_tell(batch)
@@ -382,6 +386,7 @@ class Search:
                     else:
                         time.sleep(IDLE_POLL_S)  # the rest of the budget is running on other workers
                 bar.update(proposal[1] - bar.n)
+                ctrl_c.check()
             except KeyboardInterrupt:
                 # other workers retry this one's trials at once instead of after the grace period
                 if self.shared:
