@@ -97,7 +97,7 @@ unchanged, the same weights trained).  Why these choices:
   benchmark's exactly).  Decay 0.95 / 0.98 / 0.99 / 0.995 scored 0.717 /
   0.715 / 0.691 / 0.703 on seed 0 and 0.766 / 0.775 / 0.773 / 0.771 on seed
   1: every average puts seed 0 below resolution, so mbv3 estimates with the
-  last weights (``EMA_DECAY``).  Its 540 steps leave the weights still
+  last weights (``EMA_DECAY``).  Its 536 steps leave the weights still
   improving fast, and an average lags them.
 
   How high can any ranker score against this reference?  With ``--repeats 3``
@@ -314,7 +314,7 @@ SUPERNET_EPOCHS = {"mbv3": 4, "mobiledet": 40}
 NUM_RANDOM = {"mbv3": 4, "mobiledet": 4}
 #: per-step decay of the supernet weights' moving average the estimates use (0: the last
 #: weights).  mobiledet: 0.9995 (a horizon of ~2,000 of its 5,360 steps) lifted the same
-#: trainings from 0.832 / 0.676 to 0.895 / 0.713 on seeds 0 / 1; mbv3 (540 steps): no decay
+#: trainings from 0.832 / 0.676 to 0.895 / 0.713 on seeds 0 / 1; mbv3 (536 steps): no decay
 #: from 0.95 to 0.995 ranked seed 0 as well as the last weights (see the docstring)
 EMA_DECAY = {"mbv3": 0.0, "mobiledet": 0.9995}
 

@@ -30,7 +30,7 @@ checks it (unknown keys and bad values are rejected with the key named)::
                                # (timm's ModelEmaV3, updated every step with this decay, as
                                # BigNAS does); sub-networks are then estimated with the average.
                                # 0.9995 over mobiledet's 5,360 steps ranked better on both seeds
-                               # of benchmarks/supernet_ranking.py; over mbv3's 540 steps no
+                               # of benchmarks/supernet_ranking.py; over mbv3's 536 steps no
                                # decay from 0.95 to 0.995 helped seed 0
       workers: 0
       output: null             # default: <recipe output>/supernet
