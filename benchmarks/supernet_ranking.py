@@ -174,6 +174,12 @@ unchanged, the same weights trained).  Why these choices:
     6's gain over 4 is within what one supernet training varies.  The
     supernet trained in 6,610 s (a fresh-clone test run shared the machine
     for its first hour): cost ratio 5.73 for the 24 candidates;
+  - 6 random sub-networks with moving averages, seed 1, on a third EPYC
+    (one training kept both averages; the same stand-alone trainings): its
+    last weights scored 0.725 again, exactly, but the averages **0.640**
+    (decay 0.9995) and 0.650 (0.999), against latency 0.759.  On 4 random
+    sub-networks the same average lifted seed 1 by 0.037; here it lowers it
+    by 0.085, so the average's gain is not steady across trainings either;
   - how high any ranker can score here (``--repeats 3 --no-supernet``, on the
     previous EPYC; each seed held out in turn against the mean of the other
     two, mean of 3): a held-out stand-alone training scores 0.850 / 0.788 on
