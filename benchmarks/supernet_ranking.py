@@ -135,8 +135,9 @@ unchanged, the same weights trained).  Why these choices:
   - moving average: **0.895 / 0.713** on seeds 0 / 1; the same trainings'
     last weights 0.832 / 0.676, exactly the figures of the runs without an
     average below (the average never feeds back into training).  MACs
-    0.800 / 0.679, latency 0.836 / 0.759 in the same runs: **met on seed 0** (above latency by 0.059, about 16 of
-    the 276 pairs), **not on seed 1** (0.046 below latency).  Seed 1 against
+    0.800 / 0.679, latency 0.836 / 0.759 in the same runs: **met on seed 0**
+    (above latency by 0.059, about 16 of the 276 pairs), **not on seed 1**
+    (0.046 below latency).  Seed 1 against
     its 3-seed mean: 0.708 (last weights 0.701, latency 0.775); held out in
     turn: 0.693 (last weights 0.667, latency 0.742, a held-out stand-alone
     training 0.780).  Seed 0 agrees with each stand-alone seed at 0.831 /

@@ -375,7 +375,7 @@ class Search:
             try:
                 while True:
                     ctrl_c.check()  # a Ctrl-C dropped during the last batch stops before the next
-                    batch, done = proposal = self._propose(budget)
+                    batch, done = self._propose(budget)
                     if batch is None:
                         break
                     bar.update(done - bar.n)
@@ -385,7 +385,7 @@ class Search:
                         evaluated += len(batch)
                     else:
                         time.sleep(IDLE_POLL_S)  # the rest of the budget is running on other workers
-                bar.update(proposal[1] - bar.n)
+                bar.update(done - bar.n)
                 ctrl_c.check()
             except KeyboardInterrupt:
                 # other workers retry this one's trials at once instead of after the grace period
