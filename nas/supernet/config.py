@@ -16,6 +16,8 @@ checks it (unknown keys and bad values are rejected with the key named)::
                                # all at the batch's resolution (drawn per batch from the space's);
                                # 4 ranked better in benchmarks/supernet_ranking.py (mbv3 and
                                # mobiledet), for 1.5-1.9x the training time
+      sandwich_smallest: true  # also train the smallest sub-network every step (the sandwich's
+                               # lower bound); false: the largest and the random ones only
       random_sampler: uniform  # how those are drawn: uniform (every decision on its own; the
                                # networks crowd the middle of the cost range) or size_level
                                # (a size level first, then every decision near it, so small and
@@ -62,6 +64,8 @@ class SupernetConfig:
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
     num_random: int = 2
+    #: the sandwich's smallest member; without it a step trains the largest and num_random others
+    sandwich_smallest: bool = True
     random_sampler: str = "uniform"
     distill: bool = True
     #: leading epochs (may be fractional) that train only the largest sub-network
@@ -112,6 +116,9 @@ def _check(c: SupernetConfig, where: str) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ValueError(f"{where}.{key}: must be >= 0, got {value}")
+    if not c.sandwich_smallest and c.num_random == 0:
+        raise ValueError(f"{where}.sandwich_smallest: false needs num_random >= 1 (else only the largest "
+                         "sub-network would train)")
     if not 0 <= c.ema_decay < 1:
         raise ValueError(f"{where}.ema_decay: must be in [0, 1) (0 keeps no average), got {c.ema_decay}")
     if not 0 <= c.label_smoothing < 1:

@@ -6,9 +6,9 @@ Every step (the sandwich rule of BigNAS / AttentiveNAS):
    once-for-all, and every sub-network of the step uses it;
 2. the *largest* sub-network (at that resolution) is trained on the labels
    (label-smoothed CE);
-3. the *smallest* and ``num_random`` random sub-networks are trained on the
-   largest one's soft predictions (in-place distillation; plain CE when
-   ``distill`` is off).  ``random_sampler`` draws them with the space's uniform
+3. the *smallest* (unless ``sandwich_smallest`` is off) and ``num_random``
+   random sub-networks are trained on the largest one's soft predictions
+   (in-place distillation; plain CE when ``distill`` is off).  ``random_sampler`` draws them with the space's uniform
    sampler (the default) or a size level first
    (:meth:`search_spaces.base.SearchSpace.sample_size_level`);
 4. gradients of all of them are summed into one optimizer step (SGD-Nesterov
@@ -455,7 +455,8 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             resolution = int(images.shape[-1])
-            archs = [largest, smallest] + [draw(sampler_rng) for _ in range(config.num_random)]
+            archs = [largest, smallest] if config.sandwich_smallest else [largest]
+            archs += [draw(sampler_rng) for _ in range(config.num_random)]
             if len(history) < largest_first_steps:
                 # drawn and dropped, so the sampler stream is the same whatever the phase length
                 archs = archs[:1]
@@ -493,10 +494,13 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
                 # the decay depends on the step count alone, so a resumed run averages exactly
                 # as an uninterrupted one (timm: the first update copies the weights)
                 ema.update(supernet, step=len(history) + 1)
-            randoms = member_losses[2:]
+            # members: the largest, the smallest (when trained) and the random ones (none of
+            # them in the largest-first phase)
+            first_random = 2 if config.sandwich_smallest else 1
+            randoms = member_losses[first_random:]
             entry = {"epoch": epoch + 1, "step": len(history) + 1, "lr": lr, "resolution": resolution,
                      "loss": sum(member_losses), "largest": member_losses[0],
-                     "smallest": member_losses[1] if len(member_losses) > 1 else None,
+                     "smallest": member_losses[1] if first_random == 2 and len(member_losses) > 1 else None,
                      "random": sum(randoms) / len(randoms) if randoms else None}
             history.append(entry)
             if world.main:

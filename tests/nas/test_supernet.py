@@ -176,6 +176,8 @@ def test_config_rejects_unknown_and_bad_keys():
         parse_supernet_config({"random_sampler": "flops"})
     with pytest.raises(ValueError, match=r"supernet\.ema_decay: must be in \[0, 1\)"):
         parse_supernet_config({"ema_decay": 1})
+    with pytest.raises(ValueError, match=r"supernet\.sandwich_smallest: false needs num_random >= 1"):
+        parse_supernet_config({"sandwich_smallest": False, "num_random": 0})
 
 
 def test_largest_first_phase_trains_only_the_largest(tmp_path):
@@ -228,6 +230,18 @@ def test_size_level_sampler_draws_other_random_subnetworks(tmp_path, reference):
     # same weights, batch and sandwich ends; only the random member is drawn otherwise
     assert (first["largest"], first["smallest"]) == (uniform["largest"], uniform["smallest"])
     assert first["random"] != uniform["random"]
+
+
+def test_sandwich_without_its_smallest_member(tmp_path, reference):
+    config = parse_supernet_config({**TINY_SUPERNET, "epochs": 1, "sandwich_smallest": False})
+    result = train_supernet(_tiny_space(), config, tmp_path / "sn", seed=0, progress=False, log=None)
+    assert all(h["smallest"] is None and h["random"] is not None for h in result.history)
+    first, sandwich = result.history[0], reference.history[0]
+    # the first step sees the same weights, batch and random draw; only its sum lacks the smallest
+    assert (first["largest"], first["random"]) == (sandwich["largest"], sandwich["random"])
+    assert first["loss"] == pytest.approx(sandwich["loss"] - sandwich["smallest"])
+    # after one update without the smallest's gradient the weights differ
+    assert result.history[1]["largest"] != reference.history[1]["largest"]
 
 
 def test_checkpoint_from_before_a_config_key_resumes_with_its_default(tmp_path, reference):
