@@ -8,8 +8,9 @@ Every step (the sandwich rule of BigNAS / AttentiveNAS):
    (label-smoothed CE);
 3. the *smallest* (unless ``sandwich_smallest`` is off) and ``num_random``
    random sub-networks are trained on the largest one's soft predictions
-   (in-place distillation; plain CE when ``distill`` is off).  ``random_sampler`` draws them with the space's uniform
-   sampler (the default) or a size level first
+   (in-place distillation; plain CE when ``distill`` is off).
+   ``random_sampler`` draws them with the space's uniform sampler (the
+   default) or a size level first
    (:meth:`search_spaces.base.SearchSpace.sample_size_level`);
 4. gradients of all of them are summed into one optimizer step (SGD-Nesterov
    or AdamW, per-step cosine schedule with optional linear warm-up, no weight
