@@ -445,6 +445,8 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
                         pin_memory=device.type == "cuda")
     draw = space.sample if config.random_sampler == "uniform" else space.sample_size_level
     largest_first_steps = int(round(config.largest_first_epochs * steps_per_epoch))
+    # the sandwich's fixed members; the random ones follow them in every step's member list
+    ends = [largest, smallest] if config.sandwich_smallest else [largest]
     model.train()
     sums = {"loss": 0.0, "largest": 0.0, "smallest": 0.0, "random": 0.0}
     counts = dict.fromkeys(sums, 0)  # steps that trained each member (largest-first steps have one)
@@ -456,8 +458,7 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             resolution = int(images.shape[-1])
-            archs = [largest, smallest] if config.sandwich_smallest else [largest]
-            archs += [draw(sampler_rng) for _ in range(config.num_random)]
+            archs = ends + [draw(sampler_rng) for _ in range(config.num_random)]
             if len(history) < largest_first_steps:
                 # drawn and dropped, so the sampler stream is the same whatever the phase length
                 archs = archs[:1]
@@ -495,13 +496,10 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
                 # the decay depends on the step count alone, so a resumed run averages exactly
                 # as an uninterrupted one (timm: the first update copies the weights)
                 ema.update(supernet, step=len(history) + 1)
-            # members: the largest, the smallest (when trained) and the random ones (none of
-            # them in the largest-first phase)
-            first_random = 2 if config.sandwich_smallest else 1
-            randoms = member_losses[first_random:]
+            randoms = member_losses[len(ends):]  # none in the largest-first phase
             entry = {"epoch": epoch + 1, "step": len(history) + 1, "lr": lr, "resolution": resolution,
                      "loss": sum(member_losses), "largest": member_losses[0],
-                     "smallest": member_losses[1] if first_random == 2 and len(member_losses) > 1 else None,
+                     "smallest": member_losses[1] if len(ends) == 2 and len(member_losses) > 1 else None,
                      "random": sum(randoms) / len(randoms) if randoms else None}
             history.append(entry)
             if world.main:
