@@ -196,6 +196,18 @@ unchanged, the same weights trained).  Why these choices:
     0.999 0.856 / 0.565, last weights 0.896 / 0.616.  Seed 0's last weights
     gain 0.064 (its average none); seed 1 loses 0.080 with the average and
     0.060 with the last weights, so the sandwich keeps its smallest member;
+  - 60 supernet epochs (``--supernet-epochs 60``), seed 1 only, on a later
+    AMD EPYC whose stand-alone trainings came out differently from the
+    earlier ones (why was not established; its two seeds agree at 0.727, not
+    0.652; MACs scores 0.616, resolution 0.295, latency 0.703): average
+    0.9995 **0.635**, last weights 0.672, against latency's 0.703 in the same
+    run, so seed 1 stays below latency (by 0.068 with the average, 0.031
+    with the last weights, about 9 and 4 of the 276 pairs).  The supernet
+    trained in 7,489 s beside the stand-alone trainings (115-160 s per
+    epoch): cost ratio 4.61 for the 24 candidates, 0.166 extrapolated to
+    1,000.  Seed 0 was not rerun at 60 epochs, and 40 epochs was not rerun
+    against this reference, so how much of the change is the epochs and how
+    much the reference is not known;
   - how high any ranker can score here (``--repeats 3 --no-supernet``, on the
     previous EPYC; each seed held out in turn against the mean of the other
     two, mean of 3): a held-out stand-alone training scores 0.850 / 0.788 on
