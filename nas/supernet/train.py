@@ -499,7 +499,7 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
             randoms = member_losses[len(ends):]  # none in the largest-first phase
             entry = {"epoch": epoch + 1, "step": len(history) + 1, "lr": lr, "resolution": resolution,
                      "loss": sum(member_losses), "largest": member_losses[0],
-                     "smallest": member_losses[1] if len(ends) == 2 and len(member_losses) > 1 else None,
+                     "smallest": member_losses[1] if config.sandwich_smallest and len(member_losses) > 1 else None,
                      "random": sum(randoms) / len(randoms) if randoms else None}
             history.append(entry)
             if world.main:
