@@ -87,6 +87,12 @@ unchanged, the same weights trained).  Why these choices:
   (``benchmarks/supernet_step.py``), reproduced these exactly: the same
   stand-alone accuracies (13 of 13 checked), the same supernet losses, tau
   0.773 / 0.713 against resolution 0.724 / 0.721.
+  So did a still later one (the seed-0 run and the seed-1 stand-alone
+  trainings alongside a mobiledet supernet): seed 0 0.773 against
+  resolution 0.724, seed 1 0.713 against 0.721, the seeds agreeing at
+  0.502 / 0.669.  Seed 1 estimated with a moving average (``--ema-decay
+  0.98``, the decay that lifted seed 1 most on the third EPYC below) scored
+  0.705: lower, not above resolution.
 
   A third AMD EPYC reproduced the first one's figures exactly (last weights
   0.722 / 0.766, two stand-alone seeds agreeing at 0.640 / 0.693, resolution
@@ -208,6 +214,15 @@ unchanged, the same weights trained).  Why these choices:
     1,000.  Seed 0 was not rerun at 60 epochs, and 40 epochs was not rerun
     against this reference, so how much of the change is the epochs and how
     much the reference is not known;
+  - the sandwich's random sub-networks drawn by size level
+    (``--random-sampler size_level``), 40 epochs, seed 1 only, on the same
+    machine and stand-alone trainings as the 60-epoch run: average 0.9995
+    **0.608**, last weights 0.584, against latency's 0.717 and MACs' 0.616
+    in the same run (0.581 over the 136 pairs of equal resolution, latency
+    0.632).  Below the uniform sampler's 60-epoch figures on this reference,
+    and below two proxies, so the sampler stays uniform.  The supernet
+    trained in 6,100 s (133-237 s per epoch, an mbv3 run beside it): cost
+    ratio 3.76 for the 24 candidates, 0.141 extrapolated to 1,000;
   - how high any ranker can score here (``--repeats 3 --no-supernet``, on the
     previous EPYC; each seed held out in turn against the mean of the other
     two, mean of 3): a held-out stand-alone training scores 0.850 / 0.788 on
