@@ -334,7 +334,7 @@ sys.path.insert(0, str(REPO))
 
 from nas.accuracy import TrainSettings, arch_seed, evaluate_accuracy, train_candidate  # noqa: E402
 from nas.data import EMBEDDED_DATASETS, load_dataset  # noqa: E402
-from nas.supernet.config import RANDOM_SAMPLERS, parse_supernet_config  # noqa: E402
+from nas.supernet.config import RANDOM_SAMPLERS, RESOLUTION_PER, parse_supernet_config  # noqa: E402
 from nas.supernet.elastic import build_supernet  # noqa: E402
 from nas.supernet.evaluate import SubnetEvaluator  # noqa: E402
 from nas.supernet.train import supernet_from_checkpoint, load_checkpoint, train_supernet  # noqa: E402
@@ -395,6 +395,9 @@ def parse_args(argv=None):
                    help="random sub-networks per sandwich step (default: 4 for both spaces)")
     p.add_argument("--random-sampler", choices=RANDOM_SAMPLERS, default="uniform",
                    help="how the sandwich's random sub-networks are drawn (supernet.random_sampler)")
+    p.add_argument("--resolution-per", choices=RESOLUTION_PER, default="batch",
+                   help="train each sandwich member at the batch's resolution or its own "
+                        "(supernet.resolution_per)")
     p.add_argument("--sandwich-smallest", action=argparse.BooleanOptionalAction, default=True,
                    help="train the smallest sub-network every step (supernet.sandwich_smallest)")
     p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=False,
@@ -565,7 +568,8 @@ def supernet_config(args):
     return parse_supernet_config({
         "dataset": args.dataset, "epochs": args.supernet_epochs, "batch_size": args.batch_size,
         "lr": args.lr, "optimizer": "adamw", "weight_decay": 0.01, "num_random": args.num_random,
-        "random_sampler": args.random_sampler, "sandwich_smallest": args.sandwich_smallest,
+        "random_sampler": args.random_sampler, "resolution_per": args.resolution_per,
+        "sandwich_smallest": args.sandwich_smallest,
         "distill": args.distill, "largest_first_epochs": args.largest_first_epochs,
         "ema_decay": args.ema_decay, "label_smoothing": args.label_smoothing, "threads": 1,
         "validate": False})

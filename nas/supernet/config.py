@@ -26,6 +26,11 @@ checks it (unknown keys and bad values are rejected with the key named)::
                                # large sub-networks train about equally often; it ranked
                                # worse in benchmarks/supernet_ranking.py: mbv3 at 4 epochs,
                                # mobiledet seed 1 at 40)
+      resolution_per: batch    # batch: every member of a step at the batch's resolution, drawn per
+                               # batch (once-for-all); member: the largest at the space's largest
+                               # resolution, the smallest at its smallest and each random one at its
+                               # own drawn resolution (AttentiveNAS's min/max sub-networks carry
+                               # theirs); the batch then comes at every resolution
       distill: true            # in-place distillation from the largest sub-network; in short
                                # runs a teacher still near chance slows every student (see
                                # benchmarks/supernet_ranking.py, which measures both)
@@ -50,6 +55,8 @@ from nas.options import parse_section
 OPTIMIZERS = ("sgd", "adamw")
 #: how the sandwich's random sub-networks are drawn (SearchSpace.sample / sample_size_level)
 RANDOM_SAMPLERS = ("uniform", "size_level")
+#: whose resolution a sandwich member is trained at: the batch's, or its own
+RESOLUTION_PER = ("batch", "member")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -70,6 +77,7 @@ class SupernetConfig:
     #: the sandwich's smallest member; without it a step trains the largest and num_random others
     sandwich_smallest: bool = True
     random_sampler: str = "uniform"
+    resolution_per: str = "batch"
     distill: bool = True
     #: leading epochs (may be fractional) that train only the largest sub-network
     largest_first_epochs: float = 0.0
@@ -133,6 +141,8 @@ def _check(c: SupernetConfig, where: str) -> None:
         raise ValueError(f"{where}.optimizer: {c.optimizer!r} is not one of {list(OPTIMIZERS)}")
     if c.random_sampler not in RANDOM_SAMPLERS:
         raise ValueError(f"{where}.random_sampler: {c.random_sampler!r} is not one of {list(RANDOM_SAMPLERS)}")
+    if c.resolution_per not in RESOLUTION_PER:
+        raise ValueError(f"{where}.resolution_per: {c.resolution_per!r} is not one of {list(RESOLUTION_PER)}")
     if c.device not in DEVICES:
         raise ValueError(f"{where}.device: {c.device!r} is not one of {list(DEVICES)}")
     if c.threads is not None and c.threads < 1:

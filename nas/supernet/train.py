@@ -3,9 +3,12 @@
 Every step (the sandwich rule of BigNAS / AttentiveNAS):
 
 1. the batch comes at one resolution of the space, drawn per batch as in
-   once-for-all, and every sub-network of the step uses it;
-2. the *largest* sub-network (at that resolution) is trained on the labels
-   (label-smoothed CE);
+   once-for-all, and every sub-network of the step uses it (``resolution_per:
+   batch``, the default); with ``resolution_per: member`` it comes at every
+   resolution and each sub-network takes its own: the largest the space's
+   largest, the smallest its smallest, a random one the resolution drawn with
+   it;
+2. the *largest* sub-network is trained on the labels (label-smoothed CE);
 3. the *smallest* (unless ``sandwich_smallest`` is off) and ``num_random``
    random sub-networks are trained on the largest one's soft predictions
    (in-place distillation; plain CE when ``distill`` is off).
@@ -32,7 +35,11 @@ exactly what a sub-network is later recalibrated and validated on.  Drawing
 the resolution per batch (rather than giving the largest network the largest
 resolution every step) trains every resolution with the full sandwich; at
 the small resolutions used on CPU, weights trained at one resolution barely
-transfer to another.  Mixed precision (fp16 autocast + gradient scaling) is
+transfer to another.  Per member, the sub-networks next to the sandwich's
+ends are no longer trained at every resolution: only the largest ones at the
+largest and the smallest ones at the smallest.  With per-member resolutions
+a folder dataset's augmentations are drawn per resolution, so one image's
+crops differ between its resolutions.  Mixed precision (fp16 autocast + gradient scaling) is
 used on CUDA only.
 
 Output folder::
@@ -123,7 +130,10 @@ def epoch_seed(seed: int, epoch: int, stream: int) -> int:
 
 
 class MultiResolution(torch.utils.data.Dataset):
-    """Same-ordered datasets, one per resolution, indexed by ``(resolution, index)``."""
+    """Same-ordered datasets, one per resolution, indexed by ``(resolution, index)``.
+
+    ``(None, index)`` gives the image at every resolution, in ascending order of
+    resolution, with its label: ``((image, ...), label)``."""
 
     def __init__(self, datasets: dict[int, Any]):
         self.datasets = datasets
@@ -131,32 +141,40 @@ class MultiResolution(torch.utils.data.Dataset):
         if len(sizes) != 1:
             raise ValueError(f"per-resolution datasets differ in size: {sorted(sizes)}")
         self.size = sizes.pop()
+        self.resolutions = sorted(datasets)
 
     def __len__(self) -> int:
         return self.size
 
     def __getitem__(self, key: tuple[int, int]):
         resolution, index = key
-        return self.datasets[resolution][index]
+        if resolution is not None:
+            return self.datasets[resolution][index]
+        # every resolution's dataset holds the same images in the same order: one label
+        items = [self.datasets[r][index] for r in self.resolutions]
+        return tuple(image for image, _ in items), items[0][1]
 
 
 class ResolutionBatches(torch.utils.data.Sampler):
     """Shuffled full batches, each at one resolution drawn for the whole batch.
 
     Yields lists of ``(resolution, index)``; every draw comes from ``generator``.
+    With ``every_resolution`` the keys are ``(None, index)`` (every resolution, see
+    :class:`MultiResolution`); the batches' order is the same either way.
     With ``world_size`` > 1, every rank draws the same global batches and yields
     only its own contiguous share (rank ``r``: the ``r``-th of ``world_size`` equal
     parts), so the ranks' shares put together are the one-process batch.
     """
 
     def __init__(self, size: int, batch_size: int, resolutions: list[int], generator: torch.Generator,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, every_resolution: bool = False):
         if batch_size % world_size:
             raise ValueError(batch_size_message(batch_size, world_size))
         self.size, self.batch_size = size, batch_size
         self.resolutions, self.generator = list(resolutions), generator
         self.share = batch_size // world_size
         self.offset = rank * self.share
+        self.every_resolution = every_resolution
 
     def __len__(self) -> int:
         return self.size // self.batch_size
@@ -165,7 +183,8 @@ class ResolutionBatches(torch.utils.data.Sampler):
         order = torch.randperm(self.size, generator=self.generator).tolist()
         picks = torch.randint(len(self.resolutions), (len(self),), generator=self.generator).tolist()
         for b, pick in enumerate(picks):
-            resolution = self.resolutions[pick]
+            # drawn either way, so both modes see the same batches in the same order
+            resolution = None if self.every_resolution else self.resolutions[pick]
             start = b * self.batch_size + self.offset
             yield [(resolution, i) for i in order[start:start + self.share]]
 
@@ -439,8 +458,9 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
     sampler_rng = np.random.default_rng(epoch_seed(seed, epoch, 1))
     # in-process augmentations draw from the global CPU generator (forked by the caller)
     torch.random.default_generator.manual_seed(augmentation_seed(seed, epoch, world.rank))
+    per_member = config.resolution_per == "member"
     batches = ResolutionBatches(len(train_set), config.batch_size, resolutions, generator,
-                                world.rank, world.size)
+                                world.rank, world.size, every_resolution=per_member)
     loader = DataLoader(train_set, batch_sampler=batches, num_workers=config.workers,
                         pin_memory=device.type == "cuda")
     draw = space.sample if config.random_sampler == "uniform" else space.sample_size_level
@@ -455,14 +475,21 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
                disable=not (progress and world.main), leave=False, dynamic_ncols=True)
     with open(output / LOSSES, "a") if world.main else nullcontext() as losses_file:
         for images, labels in bar:
-            images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            resolution = int(images.shape[-1])
+            by_resolution = dict(zip(resolutions, images)) if per_member else {int(images.shape[-1]): images}
             archs = ends + [draw(sampler_rng) for _ in range(config.num_random)]
             if len(history) < largest_first_steps:
                 # drawn and dropped, so the sampler stream is the same whatever the phase length
                 archs = archs[:1]
-            archs = [at_resolution(space, arch, resolution) for arch in archs]
+            if per_member:
+                # every member keeps its own resolution (the ends': the space's largest and smallest)
+                resolution = None
+                member_resolutions = [int(space.input_shape(arch)[-1]) for arch in archs]
+            else:
+                (resolution,) = by_resolution
+                archs = [at_resolution(space, arch, resolution) for arch in archs]
+                member_resolutions = [resolution] * len(archs)
+            by_resolution = {r: by_resolution[r].to(device, non_blocking=True) for r in set(member_resolutions)}
             lr = optimizer.param_groups[0]["lr"]
             optimizer.zero_grad(set_to_none=True)
             teacher = None
@@ -473,7 +500,7 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
                 last_member = member == len(archs) - 1
                 with nullcontext() if last_member or not world.distributed else model.no_sync():
                     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                        logits = model(images, arch)
+                        logits = model(by_resolution[member_resolutions[member]], arch)
                     logits = logits.float()
                     if teacher is None or not config.distill:
                         loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
@@ -498,6 +525,7 @@ def _train_epoch(model, supernet, train_set, resolutions, config, epoch, seed, l
                 ema.update(supernet, step=len(history) + 1)
             randoms = member_losses[len(ends):]  # none in the largest-first phase
             entry = {"epoch": epoch + 1, "step": len(history) + 1, "lr": lr, "resolution": resolution,
+                     "resolutions": member_resolutions,
                      "loss": sum(member_losses), "largest": member_losses[0],
                      "smallest": member_losses[1] if config.sandwich_smallest and len(member_losses) > 1 else None,
                      "random": sum(randoms) / len(randoms) if randoms else None}

@@ -15,7 +15,9 @@ import yaml
 from nas.supernet.config import parse_supernet_config
 from nas.supernet.elastic import build_skeleton, build_supernet
 from nas.supernet.evaluate import recalibrate_bn
-from nas.supernet.train import check_resumable, load_checkpoint, train_supernet
+from nas.data import load_dataset
+from nas.supernet.train import (MultiResolution, ResolutionBatches, check_resumable, load_checkpoint,
+                                train_supernet)
 from search_spaces import make_space
 from tests.conftest import REPO, tiny_recipe
 
@@ -174,6 +176,8 @@ def test_config_rejects_unknown_and_bad_keys():
         parse_supernet_config({"epochs": 2, "largest_first_epochs": 2})
     with pytest.raises(ValueError, match=r"supernet\.random_sampler: 'flops' is not one of"):
         parse_supernet_config({"random_sampler": "flops"})
+    with pytest.raises(ValueError, match=r"supernet\.resolution_per: 'step' is not one of \['batch', 'member'\]"):
+        parse_supernet_config({"resolution_per": "step"})
     with pytest.raises(ValueError, match=r"supernet\.ema_decay: must be in \[0, 1\)"):
         parse_supernet_config({"ema_decay": 1})
     with pytest.raises(ValueError, match=r"supernet\.sandwich_smallest: false needs num_random >= 1"):
@@ -205,15 +209,17 @@ def _losses(history):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Uninterrupted tiny training runs, one per space, trained on first use (the slow part)."""
+    """Uninterrupted tiny training runs, one per space and ``resolution_per``, trained on first use
+    (the slow part)."""
     runs = {}
 
-    def get(space_name):
-        if space_name not in runs:
-            out = tmp_path_factory.mktemp(f"reference_{space_name}") / "supernet"
-            runs[space_name] = train_supernet(_tiny_space(space_name), parse_supernet_config(TINY_SUPERNET),
-                                              out, seed=0, progress=False, log=None)
-        return runs[space_name]
+    def get(space_name, resolution_per="batch"):
+        key = (space_name, resolution_per)
+        if key not in runs:
+            out = tmp_path_factory.mktemp(f"reference_{space_name}_{resolution_per}") / "supernet"
+            config = parse_supernet_config({**TINY_SUPERNET, "resolution_per": resolution_per})
+            runs[key] = train_supernet(_tiny_space(space_name), config, out, seed=0, progress=False, log=None)
+        return runs[key]
 
     return get
 
@@ -244,6 +250,30 @@ def test_sandwich_without_its_smallest_member(tmp_path, reference):
     assert result.history[1]["largest"] != reference.history[1]["largest"]
 
 
+def test_members_train_at_their_own_resolutions(trained):
+    history = trained("mbv3", "member").history
+    low, high = min(TINY_SPACES["mbv3"]["resolutions"]), max(TINY_SPACES["mbv3"]["resolutions"])
+    assert all(h["resolution"] is None and h["resolutions"][:2] == [high, low] for h in history)
+    # each random member keeps the resolution drawn with it, so both occur
+    assert {r for h in history for r in h["resolutions"][2:]} == {low, high}
+    batch_history = trained("mbv3", "batch").history
+    assert all(h["resolutions"] == [h["resolution"]] * 3 for h in batch_history)
+
+
+def test_every_resolution_key_gives_one_image_per_resolution_and_its_label():
+    splits = {r: load_dataset("digits", r).train for r in (12, 16)}
+    train_set = MultiResolution(splits)
+    (small, large), label = train_set[(None, 5)]
+    assert torch.equal(small, splits[12][5][0]) and torch.equal(large, splits[16][5][0])
+    assert label == splits[12][5][1] == splits[16][5][1]
+    order = [list(b) for b in ResolutionBatches(len(train_set), 64, [12, 16], torch.Generator().manual_seed(0))]
+    every = [list(b) for b in ResolutionBatches(len(train_set), 64, [12, 16], torch.Generator().manual_seed(0),
+                                                every_resolution=True)]
+    # the same batches in the same order, only without a resolution of their own
+    assert [[i for _, i in b] for b in every] == [[i for _, i in b] for b in order]
+    assert {r for b in every for r, _ in b} == {None}
+
+
 def test_checkpoint_from_before_a_config_key_resumes_with_its_default(tmp_path, reference):
     state = load_checkpoint(reference.output / "last.pt")
     del state["config"]["random_sampler"]  # as written before the key existed
@@ -255,12 +285,14 @@ def test_checkpoint_from_before_a_config_key_resumes_with_its_default(tmp_path, 
                         tmp_path / "old", 0)
 
 
-@pytest.mark.parametrize("space_name", sorted(TINY_SPACES))
-def test_resume_after_sigkill_reproduces_the_loss_curve(tmp_path, trained, space_name):
+@pytest.mark.parametrize("space_name, resolution_per",
+                         [(name, "batch") for name in sorted(TINY_SPACES)] + [("mbv3", "member")])
+def test_resume_after_sigkill_reproduces_the_loss_curve(tmp_path, trained, space_name, resolution_per):
     from nas.cli import main
 
-    reference = trained(space_name)
-    recipe = _write_recipe(tmp_path, space_name=space_name, output=str(tmp_path / "killed"))
+    reference = trained(space_name, resolution_per)
+    recipe = _write_recipe(tmp_path, space_name=space_name, output=str(tmp_path / "killed"),
+                           resolution_per=resolution_per)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "train-supernet", str(recipe), "--no-progress"],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
