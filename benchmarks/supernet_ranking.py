@@ -9,8 +9,10 @@ Tucker ratios 0.25/0.75, 2 layers per stage); ``--option KEY=JSON`` changes
 one of these.  Every training runs on one torch thread, ``--jobs`` of them
 side by side (default 2, the supernet's among them), and each stand-alone
 result is kept in a cache file (``--cache``) as soon as it is done, so a
-rerun, or a run killed part-way, does not train it again.  With 24
-candidates an mbv3 run trains for about an hour of core time (8-minute
+rerun, or a run killed part-way, does not train it again (with ``--out``
+the supernet resumes from its last finished epoch there).  Ctrl-C or
+``kill PID`` stops the worker processes with the run.  With 24 candidates
+an mbv3 run trains for about an hour of core time (8-minute
 supernet, 46 minutes of stand-alone training), so about half an hour on a
 2-core machine; a mobiledet run on an AMD EPYC for about 96 minutes (a
 59-minute supernet at its 40 epochs, 37 minutes of stand-alone training), so
@@ -318,6 +320,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -633,7 +636,8 @@ def run_trainings(args, archs, cache: StandaloneCache, workdir: Path):
           f"{len(missing)} to run; {args.jobs} side by side with the supernet", flush=True)
     # spawn: a forked child would inherit the parent's OpenMP thread pool state
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=context)
+    try:
         # the longest job goes first
         supernet = pool.submit(supernet_job, args, texts, workdir) if args.supernet else None
         futures = {pool.submit(standalone_job, args, text, standalone_seed(args, text, r)): (text, r)
@@ -645,9 +649,28 @@ def run_trainings(args, archs, cache: StandaloneCache, workdir: Path):
             print(f"  stand-alone {done}/{len(missing)}: {accuracy:.2f}% in {seconds:.1f} s  "
                   f"{text} (repeat {r})", flush=True)
         results = supernet.result() if supernet is not None else None
+    except BaseException:
+        # Ctrl-C or a failed job stops the run now: otherwise the executor's shutdown waits
+        # for the running trainings (the supernet's: an hour), and a worker that caught the
+        # interrupt itself goes on to the queued ones.  Nothing is lost: the supernet resumes
+        # from its last epoch's checkpoint and finished stand-alone results are cached
+        terminate_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     standalone = [[(cache[keys[text, r]]["accuracy"], cache[keys[text, r]]["seconds"])
                    for r in range(args.repeats)] for text in texts]
     return results, standalone
+
+
+def terminate_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Stop ``pool``'s worker processes, running jobs included."""
+    if sys.version_info >= (3, 14):
+        pool.terminate_workers()
+        return
+    # before Python 3.14 the executor has no public way to stop a running job
+    for process in list((pool._processes or {}).values()):
+        process.terminate()
 
 
 def top_overlap(x: list[float], y: list[float], k: int = 5) -> int:
@@ -791,5 +814,11 @@ def main(argv=None) -> int:
     return 0
 
 
+def exit_on_sigterm(signum, frame):
+    # `kill PID` unwinds like Ctrl-C, so run_trainings stops its worker processes too
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     sys.exit(main())
