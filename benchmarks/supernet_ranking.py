@@ -94,7 +94,14 @@ unchanged, the same weights trained).  Why these choices:
   resolution 0.724, seed 1 0.713 against 0.721, the seeds agreeing at
   0.502 / 0.669.  Seed 1 estimated with a moving average (``--ema-decay
   0.98``, the decay that lifted seed 1 most on the third EPYC below) scored
-  0.705: lower, not above resolution.
+  0.705: lower, not above resolution.  Each sandwich member at its own
+  resolution (``--resolution-per member``: the largest at 24 px, the
+  smallest at 16, a random one at the resolution drawn with it), the same
+  machine and stand-alone trainings: **0.444 / 0.380** (0.159 / 0.323 over
+  pairs of equal resolution), far below resolution.  The small 24 px
+  networks, no longer trained beside the smallest, come out at 88.7-90.1%
+  where stand-alone training gives them 93.4-93.8%: no higher than the
+  16 px ones' estimates (seed 0).
 
   A third AMD EPYC reproduced the first one's figures exactly (last weights
   0.722 / 0.766, two stand-alone seeds agreeing at 0.640 / 0.693, resolution
@@ -225,6 +232,21 @@ unchanged, the same weights trained).  Why these choices:
     and below two proxies, so the sampler stays uniform.  The supernet
     trained in 6,100 s (133-237 s per epoch, an mbv3 run beside it): cost
     ratio 3.76 for the 24 candidates, 0.141 extrapolated to 1,000;
+  - each sandwich member at its own resolution (``--resolution-per
+    member``; the largest at 24 px, the smallest at 16, a random one at the
+    resolution drawn with it), 40 epochs, seed 1 only, same machine and
+    stand-alone trainings: average 0.9995 **0.623**, last weights 0.645,
+    against latency's 0.710 and MACs' 0.616 in the same run (0.559 over the
+    pairs of equal resolution, latency 0.632).  Tried because the
+    size-level run's worst errors on this seed sat next to the sandwich's
+    ends at the other resolution: the largest networks at 16 px (one at
+    97.8% where stand-alone training gives 95.4%) and Tucker networks next
+    to the smallest at 24 px (96.3% against 93.4%).  Those two come out at
+    96.7% and 93.2% here, but the smallest, now trained at 16 px every step,
+    rises to 96.0% (78.7% stand-alone), and seed 1 stays below latency.  The
+    supernet trained in 5,599 s (113-249 s per epoch; a fresh-clone test
+    run, two mbv3 runs and other stand-alone trainings shared the machine):
+    cost ratio 3.45 for the 24 candidates, 0.134 extrapolated to 1,000;
   - how high any ranker can score here (``--repeats 3 --no-supernet``, on the
     previous EPYC; each seed held out in turn against the mean of the other
     two, mean of 3): a held-out stand-alone training scores 0.850 / 0.788 on

@@ -30,7 +30,9 @@ checks it (unknown keys and bad values are rejected with the key named)::
                                # batch (once-for-all); member: the largest at the space's largest
                                # resolution, the smallest at its smallest and each random one at its
                                # own drawn resolution (AttentiveNAS's min/max sub-networks carry
-                               # theirs); the batch then comes at every resolution
+                               # theirs); the batch then comes at every resolution.  member
+                               # ranked worse in benchmarks/supernet_ranking.py: mbv3 at 4
+                               # epochs, mobiledet seed 1 at 40
       distill: true            # in-place distillation from the largest sub-network; in short
                                # runs a teacher still near chance slows every student (see
                                # benchmarks/supernet_ranking.py, which measures both)

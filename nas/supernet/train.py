@@ -37,10 +37,11 @@ resolution every step) trains every resolution with the full sandwich; at
 the small resolutions used on CPU, weights trained at one resolution barely
 transfer to another.  Per member, the sub-networks next to the sandwich's
 ends are no longer trained at every resolution: only the largest ones at the
-largest and the smallest ones at the smallest.  With per-member resolutions
-a folder dataset's augmentations are drawn per resolution, so one image's
-crops differ between its resolutions.  Mixed precision (fp16 autocast + gradient scaling) is
-used on CUDA only.
+largest and the smallest ones at the smallest (it ranked worse in
+``benchmarks/supernet_ranking.py``).  With per-member resolutions a folder
+dataset's augmentations are drawn per resolution, so one image's crops
+differ between its resolutions.  Mixed precision (fp16 autocast + gradient
+scaling) is used on CUDA only.
 
 Output folder::
 
