@@ -12,10 +12,10 @@ import pytest
 import torch
 import yaml
 
+from nas.data import load_dataset
 from nas.supernet.config import parse_supernet_config
 from nas.supernet.elastic import build_skeleton, build_supernet
 from nas.supernet.evaluate import recalibrate_bn
-from nas.data import load_dataset
 from nas.supernet.train import (MultiResolution, ResolutionBatches, check_resumable, load_checkpoint,
                                 train_supernet)
 from search_spaces import make_space
