@@ -425,6 +425,9 @@ def parse_args(argv=None):
                         "(supernet.resolution_per)")
     p.add_argument("--sandwich-smallest", action=argparse.BooleanOptionalAction, default=True,
                    help="train the smallest sub-network every step (supernet.sandwich_smallest)")
+    p.add_argument("--share-block-types", action=argparse.BooleanOptionalAction, default=True,
+                   help="mobiledet: a layer's block types share their convolutions; --no-share-block-types: "
+                        "each keeps its own (supernet.share_block_types)")
     p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=False,
                    help="in-place distillation from the largest sub-network")
     p.add_argument("--largest-first-epochs", type=float, default=0.0,
@@ -594,7 +597,7 @@ def supernet_config(args):
         "dataset": args.dataset, "epochs": args.supernet_epochs, "batch_size": args.batch_size,
         "lr": args.lr, "optimizer": "adamw", "weight_decay": 0.01, "num_random": args.num_random,
         "random_sampler": args.random_sampler, "resolution_per": args.resolution_per,
-        "sandwich_smallest": args.sandwich_smallest,
+        "sandwich_smallest": args.sandwich_smallest, "share_block_types": args.share_block_types,
         "distill": args.distill, "largest_first_epochs": args.largest_first_epochs,
         "ema_decay": args.ema_decay, "label_smoothing": args.label_smoothing, "threads": 1,
         "validate": False})

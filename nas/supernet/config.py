@@ -33,6 +33,10 @@ checks it (unknown keys and bad values are rejected with the key named)::
                                # theirs); the batch then comes at every resolution.  member
                                # ranked worse in benchmarks/supernet_ranking.py: mbv3 at 4
                                # epochs, mobiledet seed 1 at 40
+      share_block_types: true  # mobiledet: a layer's block types (fused, regular and Tucker
+                               # bottlenecks) share their convolutions; false: each type keeps
+                               # its own (SPOS across types), still elastic within its type.
+                               # Spaces with one block type (mbv3) accept only true
       distill: true            # in-place distillation from the largest sub-network; in short
                                # runs a teacher still near chance slows every student (see
                                # benchmarks/supernet_ranking.py, which measures both)
@@ -80,6 +84,8 @@ class SupernetConfig:
     sandwich_smallest: bool = True
     random_sampler: str = "uniform"
     resolution_per: str = "batch"
+    #: a layer's block types share their convolutions (false: each keeps its own)
+    share_block_types: bool = True
     distill: bool = True
     #: leading epochs (may be fractional) that train only the largest sub-network
     largest_first_epochs: float = 0.0

@@ -120,12 +120,19 @@ class Supernet(nn.Module):
     #: version of the tensor names and shapes; a subclass bumps it when they change, so a
     #: checkpoint of the older layout is refused by name rather than by missing keys
     layout: int = 1
+    #: whether the space offers several block types per layer whose weights may be shared
+    #: (``share_block_types``); a space with one block type has nothing to keep apart
+    has_block_types: bool = False
 
-    def __init__(self, space):
+    def __init__(self, space, share_block_types: bool = True):
         super().__init__()
         if space.name != self.space_name:
             raise ValueError(f"{type(self).__name__} serves space {self.space_name!r}, got {space.name!r}")
+        if not share_block_types and not self.has_block_types:
+            raise ValueError(f"supernet.share_block_types: false: the {space.name} supernet has one block "
+                             "type per layer, so there is nothing to keep apart")
         self.space = space
+        self.share_block_types = share_block_types
         self._plans: OrderedDict[str, _Plan] = OrderedDict()
 
     # --- what a subclass provides ---------------------------------------------------
@@ -230,8 +237,11 @@ def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
 SUPERNETS: Registry[type[Supernet]] = Registry("supernet")
 
 
-def build_supernet(space, seed: int = 0) -> Supernet:
+def build_supernet(space, seed: int = 0, share_block_types: bool = True) -> Supernet:
     """The supernet for ``space``, initialised from ``seed`` only.
+
+    ``share_block_types``: where a layer offers several block types, whether they share
+    their convolutions (see the space's adapter) or each keeps its own.
 
     Module initialisers draw from torch's global generator; forking it keeps
     the caller's RNG state untouched.
@@ -239,6 +249,6 @@ def build_supernet(space, seed: int = 0) -> Supernet:
     cls = SUPERNETS.get(space.name)
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
-        supernet = cls(space)
+        supernet = cls(space, share_block_types=share_block_types)
         supernet.init_for_training()
         return supernet

@@ -264,7 +264,9 @@ def supernet_from_checkpoint(state: dict[str, Any], averaged: bool | None = None
         raise ValueError("this supernet checkpoint holds no moving average of its weights "
                          "(it was trained with supernet.ema_decay 0)")
     space = make_space(state["space"], **state["space_options"])
-    supernet = build_supernet(space, state["seed"])
+    # checkpoints from before the key existed were all trained with shared block types
+    share = state["config"].get("share_block_types", True)
+    supernet = build_supernet(space, state["seed"], share_block_types=share)
     if _layout(state) != supernet.layout:
         raise ValueError(f"this supernet checkpoint holds the {state['space']} supernet's tensor layout "
                          f"{_layout(state)}; this version of hwnas builds layout {supernet.layout}, "
@@ -346,7 +348,7 @@ def train_supernet(space, config: SupernetConfig, output: str | Path, *, seed: i
         # initialisers and in-process augmentations draw from torch's global generator;
         # the fork leaves the caller's state as it was
         with torch.random.fork_rng(devices=[]):
-            supernet = build_supernet(space, seed).to(device)
+            supernet = build_supernet(space, seed, config.share_block_types).to(device)
             resolutions = space_resolutions(space, supernet)
             per_resolution = {r: load_dataset(config.dataset, r, config.root, augment=config.augment)
                               for r in resolutions}

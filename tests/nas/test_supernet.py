@@ -17,7 +17,7 @@ from nas.supernet.config import parse_supernet_config
 from nas.supernet.elastic import build_skeleton, build_supernet
 from nas.supernet.evaluate import recalibrate_bn
 from nas.supernet.train import (MultiResolution, ResolutionBatches, check_resumable, load_checkpoint,
-                                train_supernet)
+                                supernet_from_checkpoint, train_supernet)
 from search_spaces import make_space
 from tests.conftest import REPO, tiny_recipe
 
@@ -52,10 +52,14 @@ def _randomise_bn_statistics(module, seed=0):
             buf.copy_(torch.rand(buf.shape, generator=g) + 0.5)
 
 
-@pytest.mark.parametrize("space_name", sorted(SPACES))
-def test_extracted_network_equals_supernet_path(space_name):
+# (space, share_block_types): mobiledet's block types share convolutions or keep their own
+FORMS = [(name, True) for name in sorted(SPACES)] + [("mobiledet", False)]
+
+
+@pytest.mark.parametrize("space_name,share", FORMS)
+def test_extracted_network_equals_supernet_path(space_name, share):
     space = make_space(space_name, **SPACES[space_name])
-    supernet = build_supernet(space, seed=0)
+    supernet = build_supernet(space, seed=0, share_block_types=share)
     with torch.no_grad():
         for p in supernet.parameters():  # the zero-initialised BN scales would mask residual branches
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.1)
@@ -153,6 +157,34 @@ def test_mobiledet_block_types_train_one_set_of_convolutions():
     assert only(g["layers.s0_l0.project"], (slice(None), slice(None, 8)))
 
 
+def test_mobiledet_separate_block_types_train_their_own_convolutions():
+    space = make_space("mobiledet", **TINY_SPACES["mobiledet"])
+    supernet = build_supernet(space, seed=0, share_block_types=False).train()
+    own = dict(supernet.named_parameters())
+    layer = "layers.s0_l0.blocks"
+    assert not any(name.startswith("layers.s0_l0.norms") or name.endswith(".expand") for name in own)
+
+    def touched(arch):
+        supernet.zero_grad(set_to_none=True)
+        supernet(space.example_input(space.parse(arch), 4), arch).sum().backward()
+        return {name.split(".")[3] for name, p in own.items() if name.startswith(layer) and p.grad is not None}
+
+    rest = ":ir_k3_e4-skip" * 4
+    assert touched("r16:tu_k3_i0.25_o0.25-skip" + rest) == {"tu"}
+    assert touched("r16:ir_k3_e4-skip" + rest) == {"ir"}
+    assert touched("r16:fu_k5_e8-skip" + rest) == {"fu"}
+    # within a type the choices are still slices: a 3x3 Tucker core at ratio 0.25 is the centre
+    # of the leading filters of the 5x5 one at 0.75
+    core = own[f"{layer}.tu.conv.conv.weight"]
+    supernet.zero_grad(set_to_none=True)
+    arch = "r16:tu_k3_i0.25_o0.25-skip" + rest
+    supernet(space.example_input(space.parse(arch), 4), arch).sum().backward()
+    index = (slice(None, 8), slice(None, 8), slice(1, 4), slice(1, 4))  # of (24, 16, 5, 5)
+    outside = core.grad.clone()
+    outside[index] = 0
+    assert core.grad[index].abs().sum() > 0 and not outside.any()
+
+
 def test_bn_recalibration_uses_calibration_statistics():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1, bias=False), torch.nn.BatchNorm2d(4))
     batches = [torch.randn(8, 3, 5, 5, generator=torch.Generator().manual_seed(i)) * (i + 1) for i in range(3)]
@@ -182,6 +214,14 @@ def test_config_rejects_unknown_and_bad_keys():
         parse_supernet_config({"ema_decay": 1})
     with pytest.raises(ValueError, match=r"supernet\.sandwich_smallest: false needs num_random >= 1"):
         parse_supernet_config({"sandwich_smallest": False, "num_random": 0})
+    with pytest.raises(ValueError, match=r"supernet\.share_block_types: expected bool"):
+        parse_supernet_config({"share_block_types": "no"})
+
+
+def test_a_space_with_one_block_type_refuses_separate_block_types():
+    space = make_space("mbv3", **TINY_SPACES["mbv3"])
+    with pytest.raises(ValueError, match=r"supernet\.share_block_types: false: the mbv3 supernet has one block"):
+        build_supernet(space, share_block_types=False)
 
 
 def test_largest_first_phase_trains_only_the_largest(tmp_path):
@@ -209,15 +249,15 @@ def _losses(history):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Uninterrupted tiny training runs, one per space and ``resolution_per``, trained on first use
-    (the slow part)."""
+    """Uninterrupted tiny training runs, one per space and ``supernet:`` overrides of
+    ``TINY_SUPERNET``, trained on first use (the slow part)."""
     runs = {}
 
-    def get(space_name, resolution_per="batch"):
-        key = (space_name, resolution_per)
+    def get(space_name, **overrides):
+        key = (space_name, tuple(sorted(overrides.items())))
         if key not in runs:
-            out = tmp_path_factory.mktemp(f"reference_{space_name}_{resolution_per}") / "supernet"
-            config = parse_supernet_config({**TINY_SUPERNET, "resolution_per": resolution_per})
+            out = tmp_path_factory.mktemp(f"reference_{space_name}") / "supernet"
+            config = parse_supernet_config({**TINY_SUPERNET, **overrides})
             runs[key] = train_supernet(_tiny_space(space_name), config, out, seed=0, progress=False, log=None)
         return runs[key]
 
@@ -251,12 +291,12 @@ def test_sandwich_without_its_smallest_member(tmp_path, reference):
 
 
 def test_members_train_at_their_own_resolutions(trained):
-    history = trained("mbv3", "member").history
+    history = trained("mbv3", resolution_per="member").history
     low, high = min(TINY_SPACES["mbv3"]["resolutions"]), max(TINY_SPACES["mbv3"]["resolutions"])
     assert all(h["resolution"] is None and h["resolutions"][:2] == [high, low] for h in history)
     # each random member keeps the resolution drawn with it, so both occur
     assert {r for h in history for r in h["resolutions"][2:]} == {low, high}
-    batch_history = trained("mbv3", "batch").history
+    batch_history = trained("mbv3").history
     assert all(h["resolutions"] == [h["resolution"]] * 3 for h in batch_history)
 
 
@@ -285,14 +325,14 @@ def test_checkpoint_from_before_a_config_key_resumes_with_its_default(tmp_path, 
                         tmp_path / "old", 0)
 
 
-@pytest.mark.parametrize("space_name, resolution_per",
-                         [(name, "batch") for name in sorted(TINY_SPACES)] + [("mbv3", "member")])
-def test_resume_after_sigkill_reproduces_the_loss_curve(tmp_path, trained, space_name, resolution_per):
+@pytest.mark.parametrize("space_name, overrides",
+                         [(name, {}) for name in sorted(TINY_SPACES)]
+                         + [("mbv3", {"resolution_per": "member"}), ("mobiledet", {"share_block_types": False})])
+def test_resume_after_sigkill_reproduces_the_loss_curve(tmp_path, trained, space_name, overrides):
     from nas.cli import main
 
-    reference = trained(space_name, resolution_per)
-    recipe = _write_recipe(tmp_path, space_name=space_name, output=str(tmp_path / "killed"),
-                           resolution_per=resolution_per)
+    reference = trained(space_name, **overrides)
+    recipe = _write_recipe(tmp_path, space_name=space_name, output=str(tmp_path / "killed"), **overrides)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", "train-supernet", str(recipe), "--no-progress"],
                             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -325,6 +365,16 @@ def test_resume_after_sigkill_reproduces_the_loss_curve(tmp_path, trained, space
     logged = [json.loads(line) for line in (tmp_path / "killed" / "losses.jsonl").read_text().splitlines()]
     assert _losses(logged) == _losses(reference.history)  # no duplicated steps from the killed run
     assert (tmp_path / "killed" / "recipe.yaml").is_file()
+
+
+def test_checkpoint_rebuilds_the_separate_block_types(trained):
+    result = trained("mobiledet", share_block_types=False)
+    state = load_checkpoint(result.checkpoint)
+    for averaged in (False, True):
+        supernet = supernet_from_checkpoint(state, averaged=averaged)
+        assert not supernet.share_block_types
+        weights = state["ema" if averaged else "model"]
+        assert all(torch.equal(value, weights[name]) for name, value in supernet.state_dict().items())
 
 
 def test_supernet_scores_precision_variants_as_quantized_subnetworks(tmp_path, reference):

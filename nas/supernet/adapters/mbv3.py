@@ -22,8 +22,8 @@ class MBV3Supernet(Supernet):
 
     space_name = "mbv3"
 
-    def __init__(self, space):
-        super().__init__(space)
+    def __init__(self, space, share_block_types: bool = True):
+        super().__init__(space, share_block_types)
         self.net = space.build(self.largest())
 
     def largest(self):

@@ -50,6 +50,27 @@ SHARED_CONVS = {
 }
 
 
+class SeparateLayer(nn.Module):
+    """One layer position whose block types keep their own weights (SPOS across types).
+
+    ``blocks.<type>`` is that type's block at the space's largest settings; kernel,
+    expansion and Tucker ratios are still slices within the type.  A Tucker block's
+    weights are then trained only when a Tucker block is drawn, as when it trains
+    stand-alone, instead of also by the bottlenecks whose convolutions it would share.
+    """
+
+    def __init__(self, blocks: dict[str, nn.Module]):
+        super().__init__()
+        self.blocks = nn.ModuleDict(blocks)
+
+    def tensor_name(self, kind: str, name: str) -> str:
+        """This module's name for tensor ``name`` of a ``kind`` block."""
+        return f"blocks.{kind}.{name}"
+
+    def norm_groups(self) -> list[nn.Module]:
+        return list(self.blocks.values())
+
+
 class SharedLayer(nn.Module):
     """One layer position: the shared convolutions and each block type's norms.
 
@@ -91,9 +112,14 @@ class SharedLayer(nn.Module):
         path, _, leaf = name.rpartition(".")
         return f"norms.{kind}.{path.replace('.', '_')}.{leaf}"
 
+    def norm_groups(self) -> list[nn.Module]:
+        """One module per block type holding its norms, in block order."""
+        return list(self.norms.values())
+
 
 class MobileDetSupernet(Supernet):
-    """Every layer position is a :class:`SharedLayer`; ``skip`` has no weights.
+    """Every layer position is a :class:`SharedLayer` (``share_block_types``, the default)
+    or a :class:`SeparateLayer`; ``skip`` has no weights.
 
     The stem, the stem's depthwise block, the head and the classifier do not
     vary and are held once.
@@ -102,9 +128,10 @@ class MobileDetSupernet(Supernet):
     space_name = "mobiledet"
     #: 1 was the SPOS form (independent blocks per type)
     layout = 2
+    has_block_types = True
 
-    def __init__(self, space):
-        super().__init__(space)
+    def __init__(self, space, share_block_types: bool = True):
+        super().__init__(space, share_block_types)
         # one stand-alone network per block type at its largest settings provides the
         # tensors, so they are built (and initialised) exactly as the space builds them
         nets = {kind: space.build(self._uniform(kind)) for kind in LAYER_KINDS}
@@ -113,9 +140,10 @@ class MobileDetSupernet(Supernet):
         self.first = first.blocks[0]
         self.conv_head = first.conv_head
         self.classifier = first.classifier
+        layer_type = SharedLayer if share_block_types else SeparateLayer
         self.layers = nn.ModuleDict()
         for index, position in enumerate(self._positions(), start=1):
-            self.layers[position] = SharedLayer({kind: nets[kind].blocks[index] for kind in LAYER_KINDS})
+            self.layers[position] = layer_type({kind: nets[kind].blocks[index] for kind in LAYER_KINDS})
 
     def _positions(self) -> list[str]:
         return [f"s{s}_l{i}" for s in range(len(self.space.stages))
@@ -144,7 +172,7 @@ class MobileDetSupernet(Supernet):
     def residual_blocks(self) -> list[nn.Module]:
         # each type's norms, in block order: the last one closes the residual branch
         return [norms for position, layer in self.layers.items() if not position.endswith("_l0")
-                for norms in layer.norms.values()]
+                for norms in layer.norm_groups()]
 
     def super_name(self, arch, name: str) -> str:
         if not name.startswith("blocks."):
