@@ -24,6 +24,7 @@ from nas.files import atomic_write_text
 from nas.options import RecipeError, parse_section
 from nas.sources import ACCURACY_SOURCES, LATENCY_SOURCES, parse_source
 from nas.supernet.config import parse_supernet_config
+from nas.supernet.elastic import SUPERNETS
 from search_spaces import make_space
 
 #: recipe keys whose change changes results: a run refuses to resume across them
@@ -222,9 +223,14 @@ def _validate(data: dict, source: str | None) -> Recipe:
         recipe.secrets += tuple((name, key) for key in cls.secret_keys(options))
     if recipe.supernet is not None:
         try:
-            parse_supernet_config(recipe.supernet, where)
+            supernet = parse_supernet_config(recipe.supernet, where)
         except ValueError as exc:
             raise RecipeError(str(exc)) from None
+        # caught here, before training writes anything, not when the supernet is built
+        name = recipe.space.name
+        if not supernet.share_block_types and name in SUPERNETS and not SUPERNETS.get(name).has_block_types:
+            raise RecipeError(f"{where}: supernet.share_block_types: false: the {name} supernet has one "
+                              "block type per layer, so there is nothing to keep apart")
     if recipe.store and not is_url(recipe.store):
         recipe.store = str(Path(recipe.store).expanduser().absolute())
     return recipe

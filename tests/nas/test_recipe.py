@@ -57,6 +57,15 @@ def test_overrides_apply_and_validate(tmp_path):
         load_recipe(path, ["oops"])
 
 
+def test_separate_block_types_are_refused_for_a_space_with_one(tmp_path):
+    path = write(tmp_path, tiny_recipe(tmp_path, supernet={"share_block_types": False}))
+    with pytest.raises(RecipeError, match=r"r\.yaml: supernet\.share_block_types: false: the mbv3 supernet has one"):
+        load_recipe(path)
+    mobiledet = {"name": "mobiledet", "resolutions": [32], "num_classes": 10}
+    path = write(tmp_path, tiny_recipe(tmp_path, space=mobiledet, supernet={"share_block_types": False}))
+    assert load_recipe(path).supernet == {"share_block_types": False}
+
+
 def run_cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "nas.cli", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, timeout=300)
