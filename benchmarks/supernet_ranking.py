@@ -247,6 +247,22 @@ unchanged, the same weights trained).  Why these choices:
     supernet trained in 5,599 s (113-249 s per epoch; a fresh-clone test
     run, two mbv3 runs and other stand-alone trainings shared the machine):
     cost ratio 3.45 for the 24 candidates, 0.134 extrapolated to 1,000;
+  - each block type with weights of its own (``--no-share-block-types``,
+    ``supernet.share_block_types: false``: SPOS across the fused, regular
+    and Tucker bottlenecks, kernels, expansions and Tucker ratios still
+    slices within a type), 40 epochs, seeds 0 / 1 side by side, one core
+    each, same machine and stand-alone trainings: average 0.9995 **0.835 /
+    0.555**, last weights 0.776 / 0.560, against latency's 0.841 / 0.696 and
+    MACs' 0.833 / 0.616 in the same runs (0.850 / 0.471 over the pairs of
+    equal resolution, latency 0.850 / 0.618).  Below latency on both seeds
+    and below the shared form's figures (seed 0 0.895 on an earlier EPYC),
+    so the block types keep sharing their convolutions.  Tried because
+    sharing trains a Tucker block's convolutions with the bottlenecks' too,
+    and the Tucker networks next to the smallest were overestimated; kept
+    apart, the smallest network still comes out at 96.6% (78.7%
+    stand-alone), above the next two.  The supernets trained in 5,330 s /
+    5,365 s (120-215 s per epoch): cost ratio 2.81 / 3.31 for the 24
+    candidates, 0.135 / 0.127 extrapolated to 1,000;
   - how high any ranker can score here (``--repeats 3 --no-supernet``, on the
     previous EPYC; each seed held out in turn against the mean of the other
     two, mean of 3): a held-out stand-alone training scores 0.850 / 0.788 on

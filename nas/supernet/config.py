@@ -35,8 +35,10 @@ checks it (unknown keys and bad values are rejected with the key named)::
                                # epochs, mobiledet seed 1 at 40
       share_block_types: true  # mobiledet: a layer's block types (fused, regular and Tucker
                                # bottlenecks) share their convolutions; false: each type keeps
-                               # its own (SPOS across types), still elastic within its type.
-                               # Spaces with one block type (mbv3) accept only true
+                               # its own (SPOS across types), still elastic within its type;
+                               # it ranked worse on both mobiledet seeds (40 epochs) in
+                               # benchmarks/supernet_ranking.py.  Spaces with one block type
+                               # (mbv3) accept only true
       distill: true            # in-place distillation from the largest sub-network; in short
                                # runs a teacher still near chance slows every student (see
                                # benchmarks/supernet_ranking.py, which measures both)
