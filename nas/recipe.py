@@ -227,10 +227,11 @@ def _validate(data: dict, source: str | None) -> Recipe:
         except ValueError as exc:
             raise RecipeError(str(exc)) from None
         # caught here, before training writes anything, not when the supernet is built
-        name = recipe.space.name
-        if not supernet.share_block_types and name in SUPERNETS and not SUPERNETS.get(name).has_block_types:
-            raise RecipeError(f"{where}: supernet.share_block_types: false: the {name} supernet has one "
-                              "block type per layer, so there is nothing to keep apart")
+        if recipe.space.name in SUPERNETS:
+            try:
+                SUPERNETS.get(recipe.space.name).check_options(supernet.share_block_types)
+            except ValueError as exc:
+                raise RecipeError(f"{where}: {exc}") from None
     if recipe.store and not is_url(recipe.store):
         recipe.store = str(Path(recipe.store).expanduser().absolute())
     return recipe

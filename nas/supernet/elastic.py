@@ -128,12 +128,17 @@ class Supernet(nn.Module):
         super().__init__()
         if space.name != self.space_name:
             raise ValueError(f"{type(self).__name__} serves space {self.space_name!r}, got {space.name!r}")
-        if not share_block_types and not self.has_block_types:
-            raise ValueError(f"supernet.share_block_types: false: the {space.name} supernet has one block "
-                             "type per layer, so there is nothing to keep apart")
+        self.check_options(share_block_types)
         self.space = space
         self.share_block_types = share_block_types
         self._plans: OrderedDict[str, _Plan] = OrderedDict()
+
+    @classmethod
+    def check_options(cls, share_block_types: bool) -> None:
+        """Refuse options this supernet cannot honour (the recipe loader asks before training)."""
+        if not share_block_types and not cls.has_block_types:
+            raise ValueError(f"supernet.share_block_types: false: the {cls.space_name} supernet has one block "
+                             "type per layer, so there is nothing to keep apart")
 
     # --- what a subclass provides ---------------------------------------------------
     def largest(self) -> Any:
