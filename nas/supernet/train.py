@@ -264,9 +264,7 @@ def supernet_from_checkpoint(state: dict[str, Any], averaged: bool | None = None
         raise ValueError("this supernet checkpoint holds no moving average of its weights "
                          "(it was trained with supernet.ema_decay 0)")
     space = make_space(state["space"], **state["space_options"])
-    # checkpoints from before the key existed were all trained with shared block types
-    share = state["config"].get("share_block_types", True)
-    supernet = build_supernet(space, state["seed"], share_block_types=share)
+    supernet = build_supernet(space, state["seed"], _recorded_config(state)["share_block_types"])
     if _layout(state) != supernet.layout:
         raise ValueError(f"this supernet checkpoint holds the {state['space']} supernet's tensor layout "
                          f"{_layout(state)}; this version of hwnas builds layout {supernet.layout}, "
@@ -279,6 +277,11 @@ def supernet_from_checkpoint(state: dict[str, Any], averaged: bool | None = None
 def _layout(state: dict[str, Any]) -> int:
     # checkpoints from before layouts were recorded all hold layout 1
     return int(state.get("layout", 1))
+
+
+def _recorded_config(state: dict[str, Any]) -> dict[str, Any]:
+    # keys added since the checkpoint was written held their default's behaviour
+    return {**SupernetConfig().to_dict(), **state["config"]}
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -295,8 +298,7 @@ def _identity(space, config: SupernetConfig, seed: int) -> dict[str, Any]:
 
 
 def _check_resumable(state: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
-    # keys added since the checkpoint was written held their default's behaviour
-    recorded = {**SupernetConfig().to_dict(), **state["config"]}
+    recorded = _recorded_config(state)
     old = {"space": state["space"], "space_options": state["space_options"], "seed": state["seed"],
            "layout": _layout(state),
            "config": {k: v for k, v in recorded.items() if k not in RUNTIME_KEYS}}
