@@ -301,7 +301,7 @@ unchanged, the same weights trained).  Why these choices:
     this reference by more than 0.012.  Another mobiledet training seed
     (``--supernet-seed``), to measure its spread as for mbv3, was stopped
     at epoch 7 to leave the cores to the test suite.  The supernet trained
-    in 5,509 s (120-230 s per epoch, with mbv3 trainings beside it): cost
+    in 5,509 s (118-228 s per epoch, with mbv3 trainings beside it): cost
     ratio 3.40 for the 24 candidates, 0.128 extrapolated to 1,000;
   - how high any ranker can score here (``--repeats 3 --no-supernet``, on the
     previous EPYC; each seed held out in turn against the mean of the other
