@@ -313,7 +313,10 @@ unchanged, the same weights trained).  Why these choices:
     tau by 0.022 / 0.056: here the supernet is below a proxy on both seeds
     whichever training ranks them.  Seed 0's 0.895 on an earlier EPYC was
     against that machine's stand-alone trainings (MACs scored 0.800 there,
-    0.833 here).  The seed-0 supernet trained in 5,142 s beside seed 1001's
+    0.833 here).  Averaging the three supernets' estimates (computed outside
+    the benchmark; no option here) gives 0.882 on seed 0, above both
+    proxies, and 0.630 on seed 1, still below latency (0.710 in that run).
+    The seed-0 supernet trained in 5,142 s beside seed 1001's
     (114-207 s per epoch): cost ratio 2.71 for seed 0's candidates;
   - how high any ranker can score here (``--repeats 3 --no-supernet``, on the
     previous EPYC; each seed held out in turn against the mean of the other
